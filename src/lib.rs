@@ -1,0 +1,25 @@
+//! pinproxy: a streaming pull-through proxy and cache that pins every artifact by content hash.
+//!
+//! Codemap (see ARCHITECTURE.md for the invariants):
+//! - `config`: the TOML configuration, raw → validated, and the compiled-in default.
+//! - `server`: accept loop, TLS, per-request span, client tokens, dispatch, graceful shutdown.
+//! - `route`: request → `Route` (which protocol, which upstream, which endpoint).
+//! - `oci_proxy`: OCI policy: tags, manifests, blobs, stale serving, pass-through lists.
+//! - `upstream`: outbound HTTP clients per upstream, the registry token dance.
+//! - `fill`: stream from upstream into the store while hashing; coalescing; verified publish.
+//! - `verify`: the pure streaming verifier under `fill`.
+//! - `store`: content-addressed files, the pin journal (source of truth), the sled index.
+//! - `range`, `body`, `error`, `metrics`: HTTP plumbing shared by all routes.
+
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod fill;
+pub mod metrics;
+pub mod oci_proxy;
+pub mod range;
+pub mod route;
+pub mod server;
+pub mod store;
+pub mod upstream;
+pub mod verify;

@@ -1,0 +1,168 @@
+//! The content-addressed file store: temp files and atomic publication into
+//! `content/sha256/<2 hex>/<64 hex>`.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+use sha2::{Digest, Sha256};
+
+use super::{
+    CONTENT_DIR, ContentHash, SHA256_DIR, Store, StoreError, TMP_DIR, now_nanos, sync_dir,
+};
+
+/// Creates the content and tmp directories and removes whatever a crash
+/// left in tmp/ (no fill survives a restart).
+pub(crate) fn prepare_dirs(data_dir: &Path) -> Result<(), StoreError> {
+    let content = data_dir.join(CONTENT_DIR).join(SHA256_DIR);
+    std::fs::create_dir_all(&content).map_err(StoreError::io("create directory", &content))?;
+    let tmp = data_dir.join(TMP_DIR);
+    std::fs::create_dir_all(&tmp).map_err(StoreError::io("create directory", &tmp))?;
+
+    let mut removed = 0u64;
+    for entry in std::fs::read_dir(&tmp).map_err(StoreError::io("read directory", &tmp))? {
+        let entry = entry.map_err(StoreError::io("read directory", &tmp))?;
+        let path = entry.path();
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        let result = if is_dir {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        match result {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io("remove", &path)(e)),
+        }
+    }
+    if removed > 0 {
+        tracing::info!(removed, dir = %tmp.display(), "removed temp files left by an earlier run");
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Creates a new, uniquely named file in tmp/ for a download to stream
+    /// into. Publish it with [`Store::publish`] or drop it with
+    /// [`Store::discard_temp`].
+    pub fn temp_file(&self) -> Result<(PathBuf, File), StoreError> {
+        let tmp = self.data_dir.join(TMP_DIR);
+        let pid = std::process::id();
+        loop {
+            let n = self.temp_counter.fetch_add(1, Ordering::Relaxed);
+            let path = tmp.join(format!("{pid}-{n}-{}.part", now_nanos()));
+            match OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(file) => return Ok((path, file)),
+                // Only possible if another process shares our pid namespace
+                // and data dir; try the next name.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(StoreError::io("create", &path)(e)),
+            }
+        }
+    }
+
+    /// Moves a verified temp file to its content-addressed path and makes
+    /// that durable. The caller has checked that the bytes hash to `hash`;
+    /// this does not re-hash.
+    ///
+    /// If the content already exists the temp file is removed and the
+    /// existing file kept: same name, same bytes.
+    pub fn publish(&self, temp: &Path, hash: &ContentHash) -> Result<PathBuf, StoreError> {
+        File::open(temp)
+            .and_then(|f| f.sync_all())
+            .map_err(StoreError::io("sync", temp))?;
+
+        let root = self.data_dir.join(CONTENT_DIR).join(SHA256_DIR);
+        let hex = hash.to_string();
+        let fan_out = root.join(&hex[..2]);
+        let dest = fan_out.join(&hex);
+        match std::fs::create_dir(&fan_out) {
+            Ok(()) => sync_dir(&root)?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(StoreError::io("create directory", &fan_out)(e)),
+        }
+
+        // Same name, same bytes: keep the existing file. A size mismatch can
+        // only be damage, and the caller has just verified the new bytes, so
+        // then the new file replaces it.
+        if let Ok(existing) = std::fs::metadata(&dest) {
+            let temp_len = std::fs::metadata(temp)
+                .map_err(StoreError::io("stat", temp))?
+                .len();
+            if existing.is_file() && existing.len() == temp_len {
+                self.discard_temp(temp);
+                return Ok(dest);
+            }
+            tracing::warn!(
+                path = %dest.display(),
+                found = existing.len(),
+                expected = temp_len,
+                "replacing a damaged content file"
+            );
+        }
+        // Two fills racing on the same content may both rename; the second
+        // atomically replaces identical bytes, and open readers keep theirs.
+        std::fs::rename(temp, &dest).map_err(StoreError::io("rename", temp))?;
+        sync_dir(&fan_out)?;
+        Ok(dest)
+    }
+
+    /// Removes a temp file; a missing file is fine.
+    pub fn discard_temp(&self, temp: &Path) {
+        match std::fs::remove_file(temp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(path = %temp.display(), error = %e, "cannot remove temp file");
+            }
+        }
+    }
+
+    /// Where the content with this hash lives (whether or not it exists).
+    pub fn content_path(&self, hash: &ContentHash) -> PathBuf {
+        content_path(&self.data_dir, hash)
+    }
+
+    pub fn has_content(&self, hash: &ContentHash) -> bool {
+        self.content_path(hash).is_file()
+    }
+
+    /// Re-hashes a content file. `Ok(false)` if it is missing or its bytes
+    /// do not hash to its name.
+    pub fn verify_content(&self, hash: &ContentHash) -> Result<bool, StoreError> {
+        let path = self.content_path(hash);
+        let mut file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(StoreError::io("open", &path)(e)),
+        };
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(StoreError::io("read", &path)(e)),
+            };
+            hasher.update(&buf[..n]);
+        }
+        Ok(ContentHash(hasher.finalize().into()) == *hash)
+    }
+}
+
+/// The layout, kept pure so tests and tools can compute it.
+pub(crate) fn content_path(data_dir: &Path, hash: &ContentHash) -> PathBuf {
+    let hex = hash.to_string();
+    data_dir
+        .join(CONTENT_DIR)
+        .join(SHA256_DIR)
+        .join(&hex[..2])
+        .join(hex)
+}

@@ -1,0 +1,242 @@
+//! The pure core of a fill: a streaming verifier. It hashes every byte as it passes
+//! (`update`), always computing the store's sha256 and, when the upstream promised a different
+//! algorithm, that one too; `finish` compares length and digest with what was promised.
+//! Nothing here does I/O, so the fill's hard guarantees are testable as plain functions.
+
+use sha2::{Digest as _, Sha256, Sha512};
+
+use crate::store::ContentHash;
+
+/// A digest the upstream promised, in raw bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expected {
+    Sha256([u8; 32]),
+    Sha512([u8; 64]),
+}
+
+impl Expected {
+    pub fn from_oci(d: &oci::Digest) -> Option<Self> {
+        let raw = hex::decode(d.hex()).ok()?;
+        match d.algorithm() {
+            oci::Algorithm::Sha256 => Some(Self::Sha256(raw.try_into().ok()?)),
+            oci::Algorithm::Sha512 => Some(Self::Sha512(raw.try_into().ok()?)),
+        }
+    }
+
+    fn render(&self) -> String {
+        match self {
+            Self::Sha256(b) => format!("sha256:{}", hex::encode(b)),
+            Self::Sha512(b) => format!("sha512:{}", hex::encode(b)),
+        }
+    }
+}
+
+/// What the bytes must turn out to be.
+#[derive(Debug, Clone, Default)]
+pub struct Expect {
+    pub size: Option<u64>,
+    pub digest: Option<Expected>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub sha256: ContentHash,
+    pub size: u64,
+    /// Whether a promised digest was checked (false = first seen, nothing to check against).
+    pub checked: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mismatch {
+    Size { expected: u64, got: u64 },
+    Digest { expected: String, got: String },
+    TooLarge { limit: u64 },
+}
+
+impl std::fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Size { expected, got } => {
+                write!(f, "length mismatch: expected {expected} bytes, got {got}")
+            }
+            Self::Digest { expected, got } => {
+                write!(f, "digest mismatch: expected {expected}, got {got}")
+            }
+            Self::TooLarge { limit } => write!(f, "object larger than the {limit} byte limit"),
+        }
+    }
+}
+
+pub struct Verifier {
+    sha256: Sha256,
+    sha512: Option<Sha512>,
+    len: u64,
+    expect: Expect,
+    limit: Option<u64>,
+}
+
+impl Verifier {
+    pub fn new(expect: Expect, limit: Option<u64>) -> Self {
+        let sha512 = matches!(expect.digest, Some(Expected::Sha512(_))).then(Sha512::new);
+        Self {
+            sha256: Sha256::new(),
+            sha512,
+            len: 0,
+            expect,
+            limit,
+        }
+    }
+
+    /// Feeds bytes; fails early when more bytes arrive than promised or allowed.
+    pub fn update(&mut self, bytes: &[u8]) -> Result<(), Mismatch> {
+        self.len += bytes.len() as u64;
+        if let Some(expected) = self.expect.size {
+            if self.len > expected {
+                return Err(Mismatch::Size {
+                    expected,
+                    got: self.len,
+                });
+            }
+        }
+        if let Some(limit) = self.limit {
+            if self.len > limit {
+                return Err(Mismatch::TooLarge { limit });
+            }
+        }
+        self.sha256.update(bytes);
+        if let Some(h) = &mut self.sha512 {
+            h.update(bytes);
+        }
+        Ok(())
+    }
+
+    pub fn finish(self) -> Result<Verified, Mismatch> {
+        if let Some(expected) = self.expect.size {
+            if self.len != expected {
+                return Err(Mismatch::Size {
+                    expected,
+                    got: self.len,
+                });
+            }
+        }
+        let sha256: [u8; 32] = self.sha256.finalize().into();
+        let checked = match &self.expect.digest {
+            None => false,
+            Some(Expected::Sha256(want)) => {
+                if &sha256 != want {
+                    return Err(Mismatch::Digest {
+                        expected: Expected::Sha256(*want).render(),
+                        got: Expected::Sha256(sha256).render(),
+                    });
+                }
+                true
+            }
+            Some(Expected::Sha512(want)) => {
+                let got: [u8; 64] = self.sha512.map(|h| h.finalize().into()).unwrap_or([0; 64]);
+                if &got != want {
+                    return Err(Mismatch::Digest {
+                        expected: Expected::Sha512(*want).render(),
+                        got: Expected::Sha512(got).render(),
+                    });
+                }
+                true
+            }
+        };
+        Ok(Verified {
+            sha256: ContentHash(sha256),
+            size: self.len,
+            checked,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sha256(b: &[u8]) -> [u8; 32] {
+        Sha256::digest(b).into()
+    }
+
+    #[test]
+    fn verifies_in_any_chunking() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        for chunk in [1, 7, 4096, 10_000] {
+            let mut v = Verifier::new(
+                Expect {
+                    size: Some(10_000),
+                    digest: Some(Expected::Sha256(sha256(&data))),
+                },
+                None,
+            );
+            for c in data.chunks(chunk) {
+                v.update(c).unwrap();
+            }
+            let ok = v.finish().unwrap();
+            assert_eq!(ok.sha256.0, sha256(&data));
+            assert!(ok.checked);
+        }
+    }
+
+    #[test]
+    fn one_flipped_bit_fails() {
+        let data = vec![5u8; 1000];
+        let mut bad = data.clone();
+        bad[999] ^= 1;
+        let mut v = Verifier::new(
+            Expect {
+                size: None,
+                digest: Some(Expected::Sha256(sha256(&data))),
+            },
+            None,
+        );
+        v.update(&bad).unwrap();
+        assert!(matches!(v.finish(), Err(Mismatch::Digest { .. })));
+    }
+
+    #[test]
+    fn short_and_long_bodies_fail() {
+        let data = vec![1u8; 100];
+        let mut v = Verifier::new(
+            Expect {
+                size: Some(101),
+                digest: None,
+            },
+            None,
+        );
+        v.update(&data).unwrap();
+        assert_eq!(
+            v.finish(),
+            Err(Mismatch::Size {
+                expected: 101,
+                got: 100
+            })
+        );
+        let mut v = Verifier::new(
+            Expect {
+                size: Some(99),
+                digest: None,
+            },
+            None,
+        );
+        assert!(v.update(&data).is_err());
+        let mut v = Verifier::new(Expect::default(), Some(50));
+        assert_eq!(v.update(&data), Err(Mismatch::TooLarge { limit: 50 }));
+    }
+
+    #[test]
+    fn sha512_digests_are_checked() {
+        let data = b"hello".to_vec();
+        let want: [u8; 64] = Sha512::digest(&data).into();
+        let mut v = Verifier::new(
+            Expect {
+                size: None,
+                digest: Some(Expected::Sha512(want)),
+            },
+            None,
+        );
+        v.update(&data).unwrap();
+        let ok = v.finish().unwrap();
+        assert_eq!(ok.sha256.0, sha256(&data));
+    }
+}

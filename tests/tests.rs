@@ -1,0 +1,3 @@
+//! Integration tests: the production service in-process against fake upstreams, and real clients.
+
+mod support;
