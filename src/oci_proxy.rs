@@ -965,7 +965,7 @@ fn serve_object(
         )
         .header("docker-content-digest", digest.to_string())
         .header(header::ETAG, format!("\"{digest}\""));
-    if manifest && etag_matches(headers, digest) {
+    if etag_matches(headers, digest) {
         return b
             .status(StatusCode::NOT_MODIFIED)
             .body(body::empty())

@@ -1025,3 +1025,308 @@ async fn restart_keeps_pins_and_serves_without_upstream() {
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     let _ = sha256_digest(b"");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_tokens_guard_every_route_with_a_basic_challenge() {
+    let fake = FakeOci::start().await;
+    let img = fake.image("lib/app", Some("v1"), &[pseudo_random_bytes(1000, 21)]);
+    let p = Proxy::start_full(
+        &[("up", &fake.url())],
+        "client_tokens = [\"tok-0123456789\"]",
+        "",
+    )
+    .await;
+    let c = client();
+    // The ping carries the challenge: docker and containers/image take the scheme from it.
+    for path in [
+        "/v2/",
+        "/v2",
+        "/v2/lib/app/manifests/v1",
+        "/metrics",
+        "/api/v1/pins",
+    ] {
+        let r = c.get(format!("{}{path}", p.url())).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{path}");
+        assert!(
+            r.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .starts_with("Basic realm="),
+            "{path}"
+        );
+    }
+    let r = c.get(format!("{}/v2/", p.url())).send().await.unwrap();
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["errors"][0]["code"], "UNAUTHORIZED");
+    assert_eq!(fake.total_requests(), 0);
+    let wrong = c
+        .get(format!("{}/v2/", p.url()))
+        .bearer_auth("tok-wrong-000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let ok = c
+        .get(format!("{}/v2/", p.url()))
+        .bearer_auth("tok-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    // `docker login` sends Basic with any user name and the token as password.
+    let ok = c
+        .get(format!(
+            "{}/v2/lib/app/manifests/{}",
+            p.url(),
+            img.manifest_digest
+        ))
+        .basic_auth("ci", Some("tok-0123456789"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let health = c.get(format!("{}/healthz", p.url())).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_answers_as_a_registry() {
+    let fake = FakeOci::start().await;
+    let p = proxy_for(&fake).await;
+    for path in ["/v2/", "/v2"] {
+        let r = client()
+            .get(format!("{}{path}", p.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-type"], "application/json");
+        assert_eq!(
+            r.headers()["docker-distribution-api-version"],
+            "registry/2.0"
+        );
+        assert_eq!(r.text().await.unwrap(), "{}");
+    }
+    assert_eq!(fake.total_requests(), 0, "no upstream is needed for a ping");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema1_manifests_pass_through_unchanged() {
+    let fake = FakeOci::start().await;
+    let body = b"{\n   \"schemaVersion\": 1,\n   \"name\": \"lib/old\",\n   \"tag\": \"v1\",\n   \"fsLayers\": []\n}".to_vec();
+    let mt = "application/vnd.docker.distribution.manifest.v1+prettyjws";
+    let digest = fake.add_manifest("lib/old", Some("v1"), mt, body.clone());
+    let p = proxy_for(&fake).await;
+    let r = client()
+        .get(format!("{}/v2/lib/old/manifests/v1", p.url()))
+        .header("accept", format!("{MT_ACCEPT}, {mt}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], mt);
+    assert_eq!(r.headers()["docker-content-digest"], digest.as_str());
+    assert_eq!(r.bytes().await.unwrap().to_vec(), body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_upstream_credentials_a_shared_blob_is_confirmed_per_repository() {
+    let fake = FakeOci::start().await;
+    let blob = pseudo_random_bytes(10_000, 22);
+    let digest = fake.add_blob(blob);
+    fake.enable_token_auth(Some(("robot".into(), "s3cret".into())));
+    let p = proxy_with(&fake, "username = \"robot\"\npassword = \"s3cret\"").await;
+    let c = client();
+    for repo in ["team/a", "team/b", "team/a"] {
+        let r = c
+            .get(format!("{}/v2/{repo}/blobs/{digest}", p.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{repo}");
+        assert_eq!(sha(&r.bytes().await.unwrap()), digest);
+    }
+    // team/b was not served from team/a's pin without asking the upstream; team/a's second
+    // pull came from the store.
+    assert_eq!(fake.blob_gets(&digest), 2);
+    assert!(fake.token_requests() >= 2, "one token per repository scope");
+    let basic = fake.requests().iter().any(|r| {
+        r.path == "/token"
+            && r.header("authorization")
+                .is_some_and(|a| a.starts_with("Basic "))
+    });
+    assert!(basic, "the token service saw the configured credentials");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tag_lists_pass_through_with_our_link_and_referrers_404_stays_404() {
+    let fake = FakeOci::start().await;
+    for t in ["v1", "v2", "v3"] {
+        fake.image("lib/app", Some(t), &[pseudo_random_bytes(100, 23)]);
+    }
+    let p = proxy_for(&fake).await;
+    let c = client();
+    let r = c
+        .get(format!("{}/v2/up/lib/app/tags/list?n=2", p.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let link = r.headers()["link"].to_str().unwrap().to_owned();
+    assert!(
+        link.starts_with("</v2/up/lib/app/tags/list?n=2&last=v2>"),
+        "{link}"
+    );
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["tags"], serde_json::json!(["v1", "v2"]));
+    let r = c
+        .get(format!(
+            "{}/v2/lib/app/referrers/{}",
+            p.url(),
+            sha(b"subject")
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        404,
+        "no referrers API upstream: clients fall back to the tag schema"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blobs_are_never_content_encoded_and_honour_if_none_match() {
+    let fake = FakeOci::start().await;
+    let blob = vec![b'a'; 200_000]; // very compressible
+    let digest = fake.add_blob(blob.clone());
+    let p = proxy_for(&fake).await;
+    let c = client();
+    let url = format!("{}/v2/lib/app/blobs/{digest}", p.url());
+    let r = c
+        .get(&url)
+        .header("accept-encoding", "zstd;q=1.0, gzip;q=0.8, deflate;q=0.5")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("content-encoding").is_none());
+    assert_eq!(r.bytes().await.unwrap().len(), blob.len());
+    for inm in [format!("\"{digest}\""), digest.clone()] {
+        let r = c
+            .get(&url)
+            .header("if-none-match", inm)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 304);
+        assert_eq!(r.headers()["etag"], format!("\"{digest}\"").as_str());
+        assert!(r.bytes().await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_serves_h2_and_http11_by_alpn() {
+    if !crate::support::have_tool("openssl") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (ca_cert, cert, key) = (d.join("ca.pem"), d.join("cert.pem"), d.join("key.pem"));
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .current_dir(d)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // A CA, and a leaf for 127.0.0.1 signed by it (rustls refuses a CA used as end entity).
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "leaf.csr",
+    ]);
+    std::fs::write(
+        d.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "cert.pem",
+    ]);
+    let fake = FakeOci::start().await;
+    let img = fake.image("lib/app", Some("v1"), &[pseudo_random_bytes(70_000, 24)]);
+    let server = format!(
+        "tls_cert = \"{}\"\ntls_key = \"{}\"",
+        cert.display(),
+        key.display()
+    );
+    let p = Proxy::start_full(&[("up", &fake.url())], &server, "").await;
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&ca_cert).unwrap()).unwrap();
+    for h1 in [false, true] {
+        let mut b = reqwest::Client::builder().add_root_certificate(ca.clone());
+        if h1 {
+            b = b.http1_only();
+        }
+        let c = b.build().unwrap();
+        let url = format!(
+            "https://{}/v2/lib/app/blobs/{}",
+            p.host_port(),
+            img.layer_digests[0]
+        );
+        let r = c.get(&url).send().await.unwrap();
+        assert_eq!(
+            r.version(),
+            if h1 {
+                reqwest::Version::HTTP_11
+            } else {
+                reqwest::Version::HTTP_2
+            }
+        );
+        assert_eq!(sha(&r.bytes().await.unwrap()), img.layer_digests[0]);
+    }
+}

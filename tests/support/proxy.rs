@@ -11,6 +11,7 @@ pub(crate) struct Proxy {
     pub(crate) data_dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     extra: String,
+    server_extra: String,
     upstreams: Vec<(String, String)>,
 }
 
@@ -28,6 +29,15 @@ impl Proxy {
     /// `extra` is appended to the generated config (e.g. per-upstream knobs go in
     /// `[[oci.upstreams]]` blocks written by the caller, so then pass no `upstreams`).
     pub(crate) async fn start_with(upstreams: &[(&str, &str)], extra: &str) -> Self {
+        Self::start_full(upstreams, "", extra).await
+    }
+
+    /// `server_extra` lines go into the `[server]` table.
+    pub(crate) async fn start_full(
+        upstreams: &[(&str, &str)],
+        server_extra: &str,
+        extra: &str,
+    ) -> Self {
         let tmp = tempfile::tempdir().expect("tempdir");
         let data_dir = tmp.path().join("data");
         let mut p = Self {
@@ -35,6 +45,7 @@ impl Proxy {
             data_dir,
             _tmp: Some(tmp),
             extra: extra.to_owned(),
+            server_extra: server_extra.to_owned(),
             upstreams: upstreams
                 .iter()
                 .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
@@ -46,8 +57,9 @@ impl Proxy {
 
     pub(crate) fn config(&self) -> Config {
         let mut text = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nshutdown_grace = \"5s\"\n[http]\nidle_timeout = \"3s\"\nconnect_timeout = \"2s\"\n",
-            self.data_dir.display()
+            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nshutdown_grace = \"5s\"\n{}\n[http]\nidle_timeout = \"3s\"\nconnect_timeout = \"2s\"\n",
+            self.data_dir.display(),
+            self.server_extra
         );
         text.push_str(&self.extra);
         let overrides = Overrides {
