@@ -367,6 +367,7 @@ pub async fn start(app: Arc<App>) -> Result<Server, String> {
         {
             warn!("connections still open after the grace period; closing them");
         }
+        info!("connections drained");
         let left = deadline.saturating_duration_since(Instant::now());
         if !app2.fills.wait_idle(left).await {
             warn!(

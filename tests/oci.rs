@@ -1330,3 +1330,72 @@ async fn tls_serves_h2_and_http11_by_alpn() {
         assert_eq!(sha(&r.bytes().await.unwrap()), img.layer_digests[0]);
     }
 }
+
+/// Unmounts a test tmpfs when dropped.
+struct Mount(std::path::PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_full_during_a_fill_pins_nothing_and_cleans_up() {
+    // A small tmpfs makes a real ENOSPC; mounting needs root (CI runs as root).
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "CI runs as root and must mount a tmpfs"
+        );
+        eprintln!("skipping: cannot mount a tmpfs (not root)");
+        return;
+    }
+    let _mount = Mount(mnt.clone());
+    let fake = FakeOci::start().await;
+    let big = pseudo_random_bytes(24 << 20, 25);
+    let big_digest = fake.add_blob(big);
+    let small = pseudo_random_bytes(100_000, 26);
+    let small_digest = fake.add_blob(small);
+    let mut p = Proxy::start(&[("up", &fake.url())]).await;
+    p.stop().await;
+    p.data_dir = mnt.join("data");
+    p.restart().await;
+    let c = client();
+    let r = c
+        .get(format!("{}/v2/lib/app/blobs/{big_digest}", p.url()))
+        .send()
+        .await
+        .unwrap();
+    let outcome = if r.status() == 200 {
+        read_all(r).await.map(|_| ())
+    } else {
+        Err(format!("status {}", r.status()))
+    };
+    assert!(outcome.is_err(), "no complete body when the disk filled up");
+    assert_eq!(pins_for(&p, &big_digest), 0);
+    assert!(p.app().metrics.counter("pinproxy_disk_full_total", "") >= 1);
+    let leftovers = std::fs::read_dir(mnt.join("data/tmp")).unwrap().count();
+    assert_eq!(leftovers, 0, "the temp file was removed");
+    // Space is back: the next fill works.
+    let r = c
+        .get(format!("{}/v2/lib/app/blobs/{small_digest}", p.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sha(&r.bytes().await.unwrap()), small_digest);
+    assert_eq!(pins_for(&p, &small_digest), 1);
+    p.stop().await;
+}

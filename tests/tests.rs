@@ -1,4 +1,7 @@
 //! Integration tests: the production service in-process against fake upstreams, and real clients.
 
+mod crash;
+mod lifecycle;
 mod oci;
+mod real_oci;
 mod support;
