@@ -1399,3 +1399,104 @@ async fn disk_full_during_a_fill_pins_nothing_and_cleans_up() {
     assert_eq!(pins_for(&p, &small_digest), 1);
     p.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifests_answer_if_none_match_with_304() {
+    let fake = FakeOci::start().await;
+    let img = fake.image("lib/app", Some("v1"), &[pseudo_random_bytes(100, 27)]);
+    let p = proxy_for(&fake).await;
+    let c = client();
+    for (path, inm) in [
+        ("v1".to_owned(), format!("\"{}\"", img.manifest_digest)),
+        (img.manifest_digest.clone(), img.manifest_digest.clone()),
+    ] {
+        let r = c
+            .get(format!("{}/v2/lib/app/manifests/{path}", p.url()))
+            .header("accept", MT_ACCEPT)
+            .header("if-none-match", inm)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 304, "{path}");
+        assert_eq!(
+            r.headers()["docker-content-digest"],
+            img.manifest_digest.as_str()
+        );
+        assert!(r.bytes().await.unwrap().is_empty());
+    }
+    let r = c
+        .get(format!("{}/v2/lib/app/manifests/v1", p.url()))
+        .header(
+            "if-none-match",
+            "\"sha256:0000000000000000000000000000000000000000000000000000000000000000\"",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_things_are_404_with_the_right_code_and_never_html() {
+    let fake = FakeOci::start().await;
+    fake.image("lib/app", Some("v1"), &[pseudo_random_bytes(100, 28)]);
+    let p = proxy_for(&fake).await;
+    let c = client();
+    for (path, code) in [
+        ("/v2/lib/app/manifests/nope".to_owned(), "MANIFEST_UNKNOWN"),
+        (
+            format!("/v2/lib/app/manifests/{}", sha(b"nope")),
+            "MANIFEST_UNKNOWN",
+        ),
+        (
+            format!("/v2/lib/app/blobs/{}", sha(b"nope")),
+            "BLOB_UNKNOWN",
+        ),
+        ("/v2/_catalog".to_owned(), "UNSUPPORTED"),
+    ] {
+        let r = c.get(format!("{}{path}", p.url())).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+        assert_eq!(r.headers()["content-type"], "application/json", "{path}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["errors"][0]["code"], code, "{path}");
+    }
+    // Docker Hub answers 401 for a repository that does not exist, even with a token: that
+    // becomes NAME_UNKNOWN without a challenge, so clients do not loop.
+    fake.set_manifest_fault(Fault::Status(401));
+    let r = c
+        .get(format!("{}/v2/lib/ghost/manifests/v1", p.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.headers().get("www-authenticate").is_none());
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["errors"][0]["code"], "NAME_UNKNOWN");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_no_cache_never_refetches_immutable_content() {
+    let fake = FakeOci::start().await;
+    let img = fake.image("lib/app", Some("v1"), &[pseudo_random_bytes(5000, 29)]);
+    let p = proxy_for(&fake).await;
+    let c = client();
+    let layer = &img.layer_digests[0];
+    for _ in 0..3 {
+        for path in [
+            format!("/v2/lib/app/blobs/{layer}"),
+            format!("/v2/lib/app/manifests/{}", img.manifest_digest),
+        ] {
+            let r = c
+                .get(format!("{}{path}", p.url()))
+                .header("cache-control", "no-cache, no-store")
+                .header("pragma", "no-cache")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.bytes().await.unwrap();
+        }
+    }
+    assert_eq!(fake.blob_gets(layer), 1);
+    assert_eq!(fake.manifest_gets("lib/app", &img.manifest_digest), 1);
+}
