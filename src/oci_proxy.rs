@@ -41,6 +41,13 @@ pub struct OciService {
     /// record of when it was first seen or moved).
     confirmed: Mutex<HashMap<String, SystemTime>>,
     revalidations: Arc<SingleFlight<Result<Option<oci::Digest>, Error>>>,
+    /// Pinned coordinates → objects. Pins never change, so entries never go stale.
+    pinned_objects: moka::sync::Cache<String, Arc<Object>>,
+    /// Tag coordinates → their latest resolution; this service is the only writer.
+    tag_cache: moka::sync::Cache<String, (Arc<ResolutionEntry>, Arc<Object>)>,
+    /// Manifest bytes by content hash (immutable by construction), so warm manifest
+    /// requests never touch the disk.
+    manifest_bytes: moka::sync::Cache<ContentHash, Bytes>,
 }
 
 /// What the request span records about how a request was served.
@@ -91,6 +98,12 @@ impl OciService {
             metrics,
             confirmed: Mutex::new(HashMap::new()),
             revalidations: SingleFlight::new(),
+            pinned_objects: moka::sync::Cache::new(100_000),
+            tag_cache: moka::sync::Cache::new(100_000),
+            manifest_bytes: moka::sync::Cache::builder()
+                .weigher(|_, v: &Bytes| u32::try_from(v.len()).unwrap_or(u32::MAX))
+                .max_capacity(64 << 20)
+                .build(),
         })
     }
 
@@ -201,7 +214,7 @@ impl OciService {
         let coord = format!("oci:{}/{repo}@{digest}", up.name());
         if let Some(obj) = self.pinned(&coord).await? {
             record(CacheOutcome::Hit);
-            return Ok(serve_object(obj, digest, None, headers, head, false));
+            return Ok(serve_object(obj, digest, headers, head));
         }
         // The same bytes pinned under another repository of a public upstream: the content is
         // addressed by its digest, so pin it for this repository too without a fetch. With
@@ -211,7 +224,7 @@ impl OciService {
                 if self.store.has_content(&hash) {
                     let obj = self.pin_existing(up, &coord, hash, None, digest).await?;
                     record(CacheOutcome::Hit);
-                    return Ok(serve_object(obj, digest, None, headers, head, false));
+                    return Ok(serve_object(obj, digest, headers, head));
                 }
             }
         }
@@ -232,6 +245,9 @@ impl OciService {
     }
 
     async fn pinned(&self, coord: &str) -> Result<Option<Arc<Object>>, Error> {
+        if let Some(obj) = self.pinned_objects.get(coord) {
+            return Ok(Some(obj));
+        }
         let store = self.store.clone();
         let c = coord.to_owned();
         let entry = tokio::task::spawn_blocking(move || store.pin(&c))
@@ -247,12 +263,95 @@ impl OciService {
             );
             return Ok(None);
         }
-        Ok(Some(Arc::new(Object {
+        let obj = Arc::new(Object {
             sha256: entry.pin.sha256,
             size: entry.pin.size,
             media_type: entry.pin.media_type,
             path,
-        })))
+        });
+        self.pinned_objects.insert(coord.to_owned(), obj.clone());
+        Ok(Some(obj))
+    }
+
+    /// The latest resolution of a tag and its object, from memory or the index.
+    async fn tag_resolution(
+        &self,
+        coord: &str,
+    ) -> Result<Option<(Arc<ResolutionEntry>, Arc<Object>)>, Error> {
+        if let Some(hit) = self.tag_cache.get(coord) {
+            return Ok(Some(hit));
+        }
+        let store = self.store.clone();
+        let c = coord.to_owned();
+        let entry = tokio::task::spawn_blocking(move || store.resolution(&c))
+            .await
+            .map_err(|e| Error::internal(e.to_string()))?
+            .map_err(|e| Error::store(&e))?;
+        let found = entry.and_then(|r| self.resolved_object(&r).map(|o| (Arc::new(r), o)));
+        if let Some(hit) = &found {
+            self.tag_cache.insert(coord.to_owned(), hit.clone());
+        }
+        Ok(found)
+    }
+
+    /// Serves a manifest; its bytes come from memory after the first read.
+    async fn serve_manifest(
+        &self,
+        obj: &Arc<Object>,
+        digest: &oci::Digest,
+        headers: &HeaderMap,
+        head: bool,
+    ) -> Result<Response<Body>, Error> {
+        let mt = obj
+            .media_type
+            .as_deref()
+            .unwrap_or("application/octet-stream");
+        let b = Response::builder()
+            .header(header::CONTENT_TYPE, mt)
+            .header("docker-content-digest", digest.to_string())
+            .header(header::ETAG, format!("\"{digest}\""));
+        if etag_matches(headers, digest) {
+            return b
+                .status(StatusCode::NOT_MODIFIED)
+                .body(body::empty())
+                .map_err(|e| Error::internal(e.to_string()));
+        }
+        let b = b
+            .status(StatusCode::OK)
+            .header(header::CONTENT_LENGTH, obj.size);
+        if head {
+            return b
+                .body(body::empty())
+                .map_err(|e| Error::internal(e.to_string()));
+        }
+        let bytes = match self.manifest_bytes.get(&obj.sha256) {
+            Some(bytes) => bytes,
+            None => {
+                let path = obj.path.clone();
+                let bytes = tokio::task::spawn_blocking(move || std::fs::read(&path))
+                    .await
+                    .map_err(|e| Error::internal(e.to_string()))?
+                    .map_err(|e| {
+                        Error::new(
+                            Origin::Store,
+                            Kind::Internal,
+                            format!("{}: {e}", obj.path.display()),
+                        )
+                    })?;
+                if bytes.len() as u64 != obj.size {
+                    return Err(Error::new(
+                        Origin::Store,
+                        Kind::Internal,
+                        format!("{} has the wrong length", obj.path.display()),
+                    ));
+                }
+                let bytes = Bytes::from(bytes);
+                self.manifest_bytes.insert(obj.sha256, bytes.clone());
+                bytes
+            }
+        };
+        b.body(body::full(bytes))
+            .map_err(|e| Error::internal(e.to_string()))
     }
 
     async fn pin_existing(
@@ -309,7 +408,7 @@ impl OciService {
         let coord = format!("oci:{}/{repo}@{digest}", up.name());
         if let Some(obj) = self.pinned(&coord).await? {
             record(CacheOutcome::Hit);
-            return Ok(serve_manifest(&obj, digest, headers, head));
+            return self.serve_manifest(&obj, digest, headers, head).await;
         }
         // Bytes are fixed by the digest, so the client's Accept only matters to registries
         // that refuse types the request did not list: ask with everything.
@@ -350,7 +449,7 @@ impl OciService {
             CacheOutcome::Coalesced
         });
         let obj = fill.finished().await?;
-        Ok(serve_manifest(&obj, digest, headers, head))
+        self.serve_manifest(&obj, digest, headers, head).await
     }
 
     async fn manifest_by_tag(
@@ -363,13 +462,7 @@ impl OciService {
         head: bool,
     ) -> Result<Response<Body>, Error> {
         let coord = format!("oci:{}/{repo}:{tag}", up.name());
-        let store = self.store.clone();
-        let c = coord.clone();
-        let cached = tokio::task::spawn_blocking(move || store.resolution(&c))
-            .await
-            .map_err(|e| Error::internal(e.to_string()))?
-            .map_err(|e| Error::store(&e))?;
-        let cached = cached.and_then(|r| self.resolved_object(&r).map(|o| (r, o)));
+        let cached = self.tag_resolution(&coord).await?;
 
         if let Some((entry, obj)) = cached {
             let fresh = match up.cfg.tag_policy {
@@ -415,7 +508,7 @@ impl OciService {
                     .await;
             }
         }
-        Ok(serve_manifest(&obj, &digest, headers, head))
+        self.serve_manifest(&obj, &digest, headers, head).await
     }
 
     async fn fetch_tag(
@@ -452,6 +545,8 @@ impl OciService {
             CacheOutcome::Coalesced
         });
         let obj = fill.finished().await?;
+        // The fill recorded a (maybe new) resolution: forget the remembered one.
+        self.tag_cache.invalidate(coord);
         self.confirm(coord);
         Ok(obj)
     }
@@ -494,7 +589,10 @@ impl OciService {
                     "the manifest for this tag is a {mt}, which the request's Accept does not allow"
                 ),
             )),
-            _ => Ok(serve_manifest(&obj, &obj_digest(&obj), headers, head)),
+            _ => {
+                self.serve_manifest(&obj, &obj_digest(&obj), headers, head)
+                    .await
+            }
         }
     }
 
@@ -524,7 +622,7 @@ impl OciService {
                 entry.resolution.coordinate
             ))
         })?;
-        let mut resp = serve_manifest(obj, &digest, headers, head);
+        let mut resp = self.serve_manifest(obj, &digest, headers, head).await?;
         if let Some(e) = stale {
             let h = resp.headers_mut();
             h.insert("x-pinproxy-stale", HeaderValue::from_static("1"));
@@ -934,35 +1032,17 @@ fn etag_matches(headers: &HeaderMap, digest: &oci::Digest) -> bool {
         .any(|t| t == d || t == "*")
 }
 
-fn serve_manifest(
-    obj: &Arc<Object>,
-    digest: &oci::Digest,
-    headers: &HeaderMap,
-    head: bool,
-) -> Response<Body> {
-    let mt = obj
-        .media_type
-        .clone()
-        .unwrap_or_else(|| "application/octet-stream".to_owned());
-    serve_object(obj.clone(), digest, Some(&mt), headers, head, true)
-}
-
-/// Serves a stored object: full, ranged (206/416) or not modified (304). Manifests and blobs
-/// share this, so HEAD and GET always agree on every header.
+/// Serves a stored blob: full, ranged (206/416) or not modified (304); HEAD and GET share
+/// this, so they always agree on every header.
 fn serve_object(
     obj: Arc<Object>,
     digest: &oci::Digest,
-    content_type: Option<&str>,
     headers: &HeaderMap,
     head: bool,
-    manifest: bool,
 ) -> Response<Body> {
     let size = obj.size;
     let mut b = Response::builder()
-        .header(
-            header::CONTENT_TYPE,
-            content_type.unwrap_or("application/octet-stream"),
-        )
+        .header(header::CONTENT_TYPE, "application/octet-stream")
         .header("docker-content-digest", digest.to_string())
         .header(header::ETAG, format!("\"{digest}\""));
     if etag_matches(headers, digest) {
@@ -971,14 +1051,8 @@ fn serve_object(
             .body(body::empty())
             .unwrap_or_else(|_| Response::new(body::empty()));
     }
-    if !manifest {
-        b = b.header(header::ACCEPT_RANGES, "bytes");
-    }
-    let range = if manifest {
-        None
-    } else {
-        crate::range::parse(headers, size)
-    };
+    b = b.header(header::ACCEPT_RANGES, "bytes");
+    let range = crate::range::parse(headers, size);
     let (status, start, end) = match range {
         Some(Ok((s, e))) => (StatusCode::PARTIAL_CONTENT, s, e),
         Some(Err(())) => {
@@ -1018,14 +1092,7 @@ async fn serve_fill(
     let total = match &p.state {
         State::Failed(e) => return Err(e.clone()),
         State::Done(obj) => {
-            return Ok(serve_object(
-                obj.clone(),
-                digest,
-                None,
-                headers,
-                head,
-                false,
-            ));
+            return Ok(serve_object(obj.clone(), digest, headers, head));
         }
         _ => p.total,
     };
