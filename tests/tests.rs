@@ -2,6 +2,7 @@
 
 mod crash;
 mod lifecycle;
+mod must;
 mod oci;
 mod real_oci;
 mod support;
