@@ -1,5 +1,6 @@
 pub(crate) mod fake_oci;
 pub(crate) mod proxy;
+pub(crate) mod registry;
 
 /// Real-client tests share one local upstream and must not run in parallel with each other.
 #[allow(dead_code)]
