@@ -14,7 +14,7 @@ start)
   rm -rf "$RUNDIR/peer-pinproxy"; mkdir -p "$RUNDIR/peer-pinproxy"
   wait_port_free 5003
   PINPROXY_LOG="${PINPROXY_LOG:-warn}" start_bg "$NAME" "$BIN" serve --listen 127.0.0.1:5003 \
-    --data-dir "$RUNDIR/peer-pinproxy" --oci-upstream bench=http://127.0.0.1:5000
+    --data-dir "$RUNDIR/peer-pinproxy" --oci-upstream hosted.bench=http://127.0.0.1:5000
   wait_http http://127.0.0.1:5003/healthz 30
   echo http://127.0.0.1:5003 ;;
 stop) stop_bg "$NAME" ;;

@@ -26,13 +26,21 @@ fn parse(c: &mut Criterion) {
         })
     });
     c.bench_function("oci::AcceptSet::parse containerd", |b| {
-        b.iter(|| black_box(oci::media::AcceptSet::parse(black_box(ACCEPT.iter().copied()))))
+        b.iter(|| {
+            black_box(oci::media::AcceptSet::parse(black_box(
+                ACCEPT.iter().copied(),
+            )))
+        })
     });
     let challenge = r#"Bearer realm="https://auth.example.test/token",service="registry.example.test",scope="repository:library/alpine:pull""#;
     c.bench_function("oci::auth::parse_www_authenticate", |b| {
         b.iter(|| black_box(oci::auth::parse_www_authenticate(black_box(challenge))))
     });
-    let upstreams = vec!["docker.io".to_owned(), "ghcr.io".to_owned(), "quay.io".to_owned()];
+    let upstreams = vec![
+        "docker.io".to_owned(),
+        "ghcr.io".to_owned(),
+        "quay.io".to_owned(),
+    ];
     let uri: http::Uri = "/v2/library/alpine/blobs/sha256:6f1e9c4c1d7a4f58c3c3d3f0b0c29b69e0a1a1c79e2c44b6a6d1d5b7b5a1c2d3?ns=docker.io".parse().unwrap();
     c.bench_function("route ns blob", |b| {
         b.iter(|| black_box(pinproxy::route::route(black_box(&uri), &upstreams, Some(0))))

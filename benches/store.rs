@@ -29,7 +29,13 @@ fn verify(c: &mut Criterion) {
     g.sample_size(10);
     g.bench_function("sha256 16 MiB in 256 KiB chunks", |b| {
         b.iter(|| {
-            let mut v = Verifier::new(Expect { size: Some(bytes.len() as u64), digest: Some(Expected::Sha256(want.0)) }, None);
+            let mut v = Verifier::new(
+                Expect {
+                    size: Some(bytes.len() as u64),
+                    digest: Some(Expected::Sha256(want.0)),
+                },
+                None,
+            );
             for chunk in bytes.chunks(256 * 1024) {
                 v.update(chunk).unwrap();
             }
@@ -66,7 +72,9 @@ fn publish_and_pin(c: &mut Criterion) {
             black_box(store.record(Event::Pin(pin), SystemTime::now()).unwrap())
         })
     });
-    g.bench_function("pin lookup", |b| b.iter(|| black_box(store.pin(black_box("bench:1")).unwrap())));
+    g.bench_function("pin lookup", |b| {
+        b.iter(|| black_box(store.pin(black_box("bench:1")).unwrap()))
+    });
     g.finish();
 }
 

@@ -162,7 +162,7 @@ impl Fills {
         let fut = start();
         let this = self.clone();
         let key = key.to_owned();
-        let span = tracing::info_span!("fill", key = %key);
+        let span = tracing::info_span!("fill", key = %key, upstream_status = tracing::field::Empty);
         let me = fill.clone();
         // Detached: the fill outlives the request that started it.
         tokio::spawn(

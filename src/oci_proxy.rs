@@ -216,12 +216,33 @@ impl OciService {
             record(CacheOutcome::Hit);
             return Ok(serve_object(obj, digest, headers, head));
         }
-        // The same bytes pinned under another repository of a public upstream: the content is
-        // addressed by its digest, so pin it for this repository too without a fetch. With
-        // credentials the upstream must first confirm this repository may see it (OCI-B2).
-        if digest.algorithm() == oci::Algorithm::Sha256 && up.cfg.credentials.is_none() {
+        // The same bytes pinned under another repository: the content is addressed by its
+        // digest, so pin it for this repository too without fetching the bytes again. With
+        // upstream credentials the upstream must first confirm (HEAD) that this repository
+        // may see the blob (OCI-B2): a private repository's blob is never served to a name
+        // the upstream would refuse.
+        if digest.algorithm() == oci::Algorithm::Sha256 {
             if let Ok(hash) = digest.hex().parse::<ContentHash>() {
                 if self.store.has_content(&hash) {
+                    if up.cfg.credentials.is_some() {
+                        let resp = up
+                            .send(
+                                Method::HEAD,
+                                repo,
+                                &format!("blobs/{digest}"),
+                                HeaderMap::new(),
+                                &self.metrics,
+                            )
+                            .await?;
+                        if !resp.status().is_success() {
+                            return Err(upstream::status_error(
+                                up.name(),
+                                resp.status(),
+                                resp.headers(),
+                                oci::ErrorCode::BlobUnknown,
+                            ));
+                        }
+                    }
                     let obj = self.pin_existing(up, &coord, hash, None, digest).await?;
                     record(CacheOutcome::Hit);
                     return Ok(serve_object(obj, digest, headers, head));
@@ -804,8 +825,14 @@ impl Error {
     }
 }
 
+tokio::task_local! {
+    /// How the current request was served, for the request counter.
+    pub static OUTCOME: std::cell::Cell<Option<CacheOutcome>>;
+}
+
 fn record(outcome: CacheOutcome) {
     Span::current().record("cache", outcome.as_str());
+    let _ = OUTCOME.try_with(|c| c.set(Some(outcome)));
 }
 
 fn digests_of(d: &oci::Digest) -> std::collections::BTreeMap<String, String> {

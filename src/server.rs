@@ -23,7 +23,7 @@ use crate::config::Config;
 use crate::error::{Error, Kind, Proto};
 use crate::fill::Fills;
 use crate::metrics::Metrics;
-use crate::oci_proxy::OciService;
+use crate::oci_proxy::{CacheOutcome, OUTCOME, OciService};
 use crate::route::{self, Route};
 use crate::store::Store;
 
@@ -73,18 +73,27 @@ impl App {
             path = %req.uri().path(),
             proto = field::Empty,
             cache = field::Empty,
+            upstream_status = field::Empty,
             status = field::Empty,
             bytes = field::Empty,
             ms = field::Empty,
         );
         let started = Instant::now();
-        async move {
+        let work = async move {
             let method = req.method().clone();
             let head = method == Method::HEAD;
-            let resp = match route::route(req.uri(), &self.oci_names, self.oci.default_upstream) {
-                Err(e) => e.into_response(Proto::Oci, head),
-                Ok(route) => self.dispatch(route, &method, req.headers()).await,
-            };
+            let (proto, resp) =
+                match route::route(req.uri(), &self.oci_names, self.oci.default_upstream) {
+                    Err(e) => ("oci", e.into_response(Proto::Oci, head)),
+                    Ok(route) => {
+                        let proto = if matches!(route, Route::Oci(_)) {
+                            "oci"
+                        } else {
+                            "ops"
+                        };
+                        (proto, self.dispatch(route, &method, req.headers()).await)
+                    }
+                };
             let s = tracing::Span::current();
             s.record("status", resp.status().as_u16());
             if let Some(len) = resp
@@ -101,13 +110,20 @@ impl App {
                 400..=499 => "4xx",
                 _ => "5xx",
             };
-            self.metrics
-                .inc("pinproxy_requests_total", &[("status", class)]);
+            let cache = OUTCOME
+                .with(|c| c.get())
+                .map_or("none", CacheOutcome::as_str);
+            self.metrics.inc(
+                "pinproxy_requests_total",
+                &[("proto", proto), ("cache", cache), ("status", class)],
+            );
             debug!("served");
             resp
-        }
-        .instrument(span)
-        .await
+        };
+        OUTCOME
+            .scope(std::cell::Cell::new(None), work)
+            .instrument(span)
+            .await
     }
 
     async fn dispatch(&self, route: Route, method: &Method, headers: &HeaderMap) -> Response<Body> {

@@ -160,6 +160,7 @@ impl OciUpstream {
                 .send()
                 .await
                 .map_err(|e| transport_error(self.name(), &e))?;
+            tracing::Span::current().record("upstream_status", resp.status().as_u16());
             metrics.inc(
                 "pinproxy_upstream_requests_total",
                 &[
