@@ -395,7 +395,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     })
 }
 
-const READ_CHUNK: u64 = 256 * 1024;
+const READ_CHUNK: u64 = 1024 * 1024;
 
 /// A body serving bytes `start..end` of a fill (or of a finished object), following the fill
 /// as it grows. While the fill is not verified, the object's last byte is never sent.
