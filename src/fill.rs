@@ -406,6 +406,7 @@ pub fn reader_body(rx: watch::Receiver<Progress>, start: u64, end: u64) -> Body 
         pos: start,
         end,
         failed: false,
+        ahead: None,
     };
     let stream = futures_util::stream::unfold(reader, Reader::next).map(|r| r.map(Frame::data));
     BodyExt::boxed(StreamBody::new(stream))
@@ -428,6 +429,29 @@ struct Reader {
     pos: u64,
     end: u64,
     failed: bool,
+    /// The next chunk, read ahead while the current one is being sent: reading the page
+    /// cache and writing the socket then overlap on two cores.
+    ahead: Option<(u64, usize, tokio::task::JoinHandle<io::Result<Bytes>>)>,
+}
+
+fn read_chunk(
+    file: Arc<std::fs::File>,
+    pos: u64,
+    want: usize,
+) -> tokio::task::JoinHandle<io::Result<Bytes>> {
+    tokio::task::spawn_blocking(move || -> io::Result<Bytes> {
+        let mut buf = vec![0u8; want];
+        let mut got = 0;
+        while got < want {
+            let n = file.read_at(&mut buf[got..], pos + got as u64)?;
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        buf.truncate(got);
+        Ok(Bytes::from(buf))
+    })
 }
 
 impl Reader {
@@ -488,21 +512,16 @@ impl Reader {
                 let file = self.file.clone().unwrap_or_else(|| unreachable!());
                 let want = (limit - self.pos).min(READ_CHUNK) as usize;
                 let pos = self.pos;
-                let bytes = tokio::task::spawn_blocking(move || -> io::Result<Bytes> {
-                    let mut buf = vec![0u8; want];
-                    let mut got = 0;
-                    while got < want {
-                        let n = file.read_at(&mut buf[got..], pos + got as u64)?;
-                        if n == 0 {
-                            break;
-                        }
-                        got += n;
-                    }
-                    buf.truncate(got);
-                    Ok(Bytes::from(buf))
-                })
-                .await
-                .map_err(io::Error::other)??;
+                let task = match self.ahead.take() {
+                    Some((at, len, task)) if at == pos && len <= want => task,
+                    _ => read_chunk(file.clone(), pos, want),
+                };
+                let bytes = task.await.map_err(io::Error::other)??;
+                let next = pos + bytes.len() as u64;
+                if !bytes.is_empty() && next < limit {
+                    let len = (limit - next).min(READ_CHUNK) as usize;
+                    self.ahead = Some((next, len, read_chunk(file, next, len)));
+                }
                 if bytes.is_empty() {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
