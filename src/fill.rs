@@ -440,16 +440,13 @@ fn read_chunk(
     want: usize,
 ) -> tokio::task::JoinHandle<io::Result<Bytes>> {
     tokio::task::spawn_blocking(move || -> io::Result<Bytes> {
-        let mut buf = vec![0u8; want];
-        let mut got = 0;
-        while got < want {
-            let n = file.read_at(&mut buf[got..], pos + got as u64)?;
-            if n == 0 {
-                break;
-            }
-            got += n;
-        }
-        buf.truncate(got);
+        use std::io::{Read, Seek, SeekFrom};
+        // Each reader owns its file handle and reads one chunk at a time, so the handle's
+        // offset is ours; `read_to_end` fills spare capacity without zeroing it first.
+        let mut f = &*file;
+        f.seek(SeekFrom::Start(pos))?;
+        let mut buf = Vec::with_capacity(want);
+        f.take(want as u64).read_to_end(&mut buf)?;
         Ok(Bytes::from(buf))
     })
 }
