@@ -42,6 +42,30 @@ struct RawConfig {
     http: RawHttp,
     #[serde(default)]
     oci: RawOci,
+    #[serde(default)]
+    npm: RawNpm,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNpm {
+    upstream: Option<String>,
+    token_env: Option<String>,
+    ca_file: Option<String>,
+    packument_ttl: Option<String>,
+    client_max_age: Option<String>,
+    max_packument_size: Option<u64>,
+    #[serde(default)]
+    scopes: Vec<RawNpmScope>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNpmScope {
+    scope: String,
+    url: String,
+    token_env: Option<String>,
+    ca_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -54,6 +78,9 @@ struct RawServer {
     tls_cert: Option<String>,
     tls_key: Option<String>,
     shutdown_grace: Option<String>,
+    public_url: Option<String>,
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Clone)]
@@ -96,6 +123,39 @@ struct RawOciUpstream {
 pub struct Config {
     pub server: ServerConfig,
     pub oci: OciConfig,
+    pub npm: NpmConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct NpmConfig {
+    /// The default registry; `None` means npm routes answer 503 saying how to set one.
+    pub upstream: Option<NpmUpstreamConfig>,
+    /// `@scope` → its own registry.
+    pub scopes: Vec<(String, NpmUpstreamConfig)>,
+    /// How long a packument is served without asking the upstream.
+    pub packument_ttl: Duration,
+    /// `Cache-Control: max-age` sent to clients with packuments.
+    pub client_max_age: Duration,
+    pub max_packument_size: u64,
+}
+
+#[derive(Clone)]
+pub struct NpmUpstreamConfig {
+    pub name: String,
+    /// Registry base URL, always ending in `/`.
+    pub url: reqwest::Url,
+    pub token: Option<String>,
+    pub http: HttpConfig,
+}
+
+impl fmt::Debug for NpmUpstreamConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NpmUpstreamConfig")
+            .field("name", &self.name)
+            .field("url", &self.url.as_str())
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -105,6 +165,11 @@ pub struct ServerConfig {
     pub client_tokens: Vec<String>,
     pub tls: Option<TlsFiles>,
     pub shutdown_grace: Duration,
+    /// The base URL clients reach pinproxy at (for URLs written into documents, like npm's
+    /// `dist.tarball`). Without it, the request's own Host (and scheme) is used.
+    pub public_url: Option<reqwest::Url>,
+    /// Peers whose `X-Forwarded-Proto` / `X-Forwarded-Host` are believed.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -168,6 +233,8 @@ pub struct Overrides {
     /// `--oci-upstream NAME=URL`, repeatable: replaces the configured list; the first becomes
     /// the default upstream.
     pub oci_upstreams: Vec<(String, String)>,
+    /// `--npm-upstream URL`: the default npm registry.
+    pub npm_upstream: Option<String>,
 }
 
 /// Reads one environment variable; injected so tests need not touch the process environment.
@@ -413,7 +480,110 @@ impl Config {
             ));
         }
 
-        let holds_credentials = upstreams.iter().any(|u| u.credentials.is_some());
+        let public_url = match &raw.server.public_url {
+            None => None,
+            Some(u) => {
+                let mut url = upstream_url(u).map_err(|r| err("server.public_url", r))?;
+                if !url.path().ends_with('/') {
+                    let p = format!("{}/", url.path());
+                    url.set_path(&p);
+                }
+                Some(url)
+            }
+        };
+        let mut trusted_proxies = Vec::new();
+        for (i, t) in raw.server.trusted_proxies.iter().enumerate() {
+            trusted_proxies.push(t.parse().map_err(|e| {
+                err(
+                    &format!("server.trusted_proxies[{i}]"),
+                    format!("`{t}` is not an IP address ({e})"),
+                )
+            })?);
+        }
+
+        let npm_http = |key: &str, ca: Option<&str>| {
+            base_http(
+                key,
+                &RawHttpOverride {
+                    ca_file: ca,
+                    ..RawHttpOverride::default()
+                },
+            )
+        };
+        let npm_token = |key: &str, var: Option<&String>| -> Result<Option<String>, ConfigError> {
+            match var {
+                None => Ok(None),
+                Some(v) => env(v)
+                    .map(Some)
+                    .ok_or_else(|| err(key, format!("environment variable {v} is not set"))),
+            }
+        };
+        let npm_upstream_url = overrides
+            .npm_upstream
+            .clone()
+            .map(|u| ("--npm-upstream", u))
+            .or_else(|| {
+                env("PINPROXY_NPM_UPSTREAM")
+                    .filter(|u| !u.trim().is_empty())
+                    .map(|u| ("PINPROXY_NPM_UPSTREAM", u))
+            })
+            .or_else(|| raw.npm.upstream.clone().map(|u| ("npm.upstream", u)));
+        let npm_upstream = match npm_upstream_url {
+            None => None,
+            Some((key, u)) => Some(NpmUpstreamConfig {
+                name: "npm".to_owned(),
+                url: registry_url(u.trim()).map_err(|r| err(key, r))?,
+                token: npm_token("npm.token_env", raw.npm.token_env.as_ref())?,
+                http: npm_http("npm.", raw.npm.ca_file.as_deref())?,
+            }),
+        };
+        let mut npm_scopes = Vec::new();
+        for (i, sc) in raw.npm.scopes.iter().enumerate() {
+            let prefix = format!("npm.scopes[{i}].");
+            let scope = sc.scope.trim();
+            let valid = scope.len() > 1
+                && scope.starts_with('@')
+                && scope[1..].bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.' | b'_')
+                });
+            if !valid {
+                return Err(err(
+                    &format!("{prefix}scope"),
+                    format!("`{scope}` is not an npm scope like \"@corp\""),
+                ));
+            }
+            npm_scopes.push((
+                scope.to_owned(),
+                NpmUpstreamConfig {
+                    name: scope.to_owned(),
+                    url: registry_url(&sc.url).map_err(|r| err(&format!("{prefix}url"), r))?,
+                    token: npm_token(&format!("{prefix}token_env"), sc.token_env.as_ref())?,
+                    http: npm_http(&prefix, sc.ca_file.as_deref())?,
+                },
+            ));
+        }
+        let npm = NpmConfig {
+            upstream: npm_upstream,
+            scopes: npm_scopes,
+            packument_ttl: duration(raw.npm.packument_ttl.as_deref(), "5m")
+                .map_err(|r| err("npm.packument_ttl", r))?,
+            client_max_age: duration(raw.npm.client_max_age.as_deref(), "5m")
+                .map_err(|r| err("npm.client_max_age", r))?,
+            max_packument_size: raw.npm.max_packument_size.unwrap_or(256 << 20),
+        };
+        if npm.max_packument_size < 1024 {
+            return Err(err(
+                "npm.max_packument_size",
+                "must be at least 1 KiB".into(),
+            ));
+        }
+
+        let holds_credentials = upstreams.iter().any(|u| u.credentials.is_some())
+            || npm
+                .upstream
+                .iter()
+                .chain(npm.scopes.iter().map(|(_, u)| u))
+                .any(|u| u.token.is_some());
         if holds_credentials && !listen.ip().is_loopback() && client_tokens.is_empty() {
             return Err(err(
                 "server.client_tokens",
@@ -426,12 +596,15 @@ impl Config {
         }
 
         Ok(Self {
+            npm,
             server: ServerConfig {
                 listen,
                 data_dir,
                 client_tokens,
                 tls,
                 shutdown_grace,
+                public_url,
+                trusted_proxies,
             },
             oci: OciConfig {
                 default_upstream,
@@ -489,6 +662,16 @@ fn upstream_url(s: &str) -> Result<reqwest::Url, String> {
     }
     if url.query().is_some() || url.fragment().is_some() {
         return Err(format!("`{s}`: an upstream URL takes no query or fragment"));
+    }
+    Ok(url)
+}
+
+/// A registry base URL: http(s), no credentials or query, always ending in `/`.
+fn registry_url(s: &str) -> Result<reqwest::Url, String> {
+    let mut url = upstream_url(s)?;
+    if !url.path().ends_with('/') {
+        let p = format!("{}/", url.path());
+        url.set_path(&p);
     }
     Ok(url)
 }
@@ -586,6 +769,14 @@ mod tests {
             "username",
             "password_env",
             "ca_file",
+            "public_url",
+            "trusted_proxies",
+            "upstream",
+            "token_env",
+            "packument_ttl",
+            "client_max_age",
+            "max_packument_size",
+            "scope",
         ] {
             assert!(
                 DEFAULT_CONFIG.contains(&format!("{key} =")),

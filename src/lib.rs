@@ -9,6 +9,7 @@
 //! - `fill`: stream from upstream into the store while hashing; coalescing; verified publish.
 //! - `verify`: the pure streaming verifier under `fill`.
 //! - `store`: content-addressed files, the pin journal (source of truth), the sled index.
+//! - `serve`: full/ranged/conditional responses for stored objects and in-flight fills.
 //! - `range`, `body`, `error`, `metrics`: HTTP plumbing shared by all routes.
 
 pub mod body;
@@ -19,6 +20,7 @@ pub mod metrics;
 pub mod oci_proxy;
 pub mod range;
 pub mod route;
+pub mod serve;
 pub mod server;
 pub mod store;
 pub mod upstream;

@@ -33,6 +33,10 @@ enum Command {
         /// one given is the default upstream.
         #[arg(long = "oci-upstream", value_name = "NAME=URL")]
         oci_upstream: Vec<String>,
+        /// The npm registry to pull through (also PINPROXY_NPM_UPSTREAM), e.g.
+        /// "$(npm config get registry)".
+        #[arg(long = "npm-upstream", value_name = "URL")]
+        npm_upstream: Option<String>,
     },
     /// Check a configuration file and print the effective upstreams.
     CheckConfig {
@@ -94,6 +98,7 @@ fn load(
     common: &Common,
     listen: Option<SocketAddr>,
     oci_upstream: &[String],
+    npm_upstream: Option<String>,
 ) -> anyhow::Result<Config> {
     let mut oci_upstreams = Vec::new();
     for u in oci_upstream {
@@ -106,6 +111,7 @@ fn load(
         listen,
         data_dir: common.data_dir.clone(),
         oci_upstreams,
+        npm_upstream,
     };
     Ok(Config::load(common.config.as_deref(), &overrides, &env)?)
 }
@@ -136,14 +142,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             common,
             listen,
             oci_upstream,
+            npm_upstream,
         } => {
-            let config = load(&common, listen, &oci_upstream)?;
+            let config = load(&common, listen, &oci_upstream, npm_upstream)?;
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(serve(config))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { common } => {
-            let config = load(&common, None, &[])?;
+            let config = load(&common, None, &[], None)?;
             println!("listen: {}", config.server.listen);
             println!("data_dir: {}", config.server.data_dir.display());
             for u in &config.oci.upstreams {
@@ -159,7 +166,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Journal {
             command: JournalCommand::Verify { common },
         } => {
-            let config = load(&common, None, &[])?;
+            let config = load(&common, None, &[], None)?;
             let path = config.server.data_dir.join("journal");
             let report = pinproxy::store::verify_journal(&path)
                 .with_context(|| format!("reading {}", path.display()))?;

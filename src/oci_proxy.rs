@@ -13,14 +13,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
-use tracing::{Span, info, warn};
+use tracing::{Span, warn};
 
 use crate::body::{self, Body};
 use crate::config::{OciConfig, TagPolicy};
 use crate::error::{Error, Kind, Origin};
-use crate::fill::{Fill, Fills, Object, SingleFlight, Source, State, object_body, reader_body};
+use crate::fill::{Fill, Fills, Object, SingleFlight, Source};
 use crate::metrics::Metrics;
 use crate::route::OciRequest;
+use crate::serve::ObjectHeaders;
 use crate::store::{
     ContentHash, Event, Pin, Resolution, ResolutionEntry, Store, Verified as PinVerified,
 };
@@ -214,7 +215,7 @@ impl OciService {
         let coord = format!("oci:{}/{repo}@{digest}", up.name());
         if let Some(obj) = self.pinned(&coord).await? {
             record(CacheOutcome::Hit);
-            return Ok(serve_object(obj, digest, headers, head));
+            return serve_object(obj, digest, headers, head);
         }
         // The same bytes pinned under another repository: the content is addressed by its
         // digest, so pin it for this repository too without fetching the bytes again. With
@@ -245,7 +246,7 @@ impl OciService {
                     }
                     let obj = self.pin_existing(up, &coord, hash, None, digest).await?;
                     record(CacheOutcome::Hit);
-                    return Ok(serve_object(obj, digest, headers, head));
+                    return serve_object(obj, digest, headers, head);
                 }
             }
         }
@@ -331,7 +332,7 @@ impl OciService {
             .header(header::CONTENT_TYPE, mt)
             .header("docker-content-digest", digest.to_string())
             .header(header::ETAG, format!("\"{digest}\""));
-        if etag_matches(headers, digest) {
+        if crate::serve::etag_matches(headers, &digest.to_string()) {
             return b
                 .status(StatusCode::NOT_MODIFIED)
                 .body(body::empty())
@@ -1023,6 +1024,7 @@ async fn manifest_source(
                     size: v.size,
                     media_type: mt.map(str::to_owned),
                     upstream: name,
+                    etag: None,
                 }));
             }
             evs
@@ -1048,120 +1050,33 @@ fn json_response(bytes: Vec<u8>, head: bool) -> Response<Body> {
     r
 }
 
-fn etag_matches(headers: &HeaderMap, digest: &oci::Digest) -> bool {
-    let d = digest.to_string();
-    headers
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().trim_start_matches("W/").trim_matches('"'))
-        .any(|t| t == d || t == "*")
+fn blob_headers(digest: &oci::Digest) -> ObjectHeaders {
+    ObjectHeaders {
+        content_type: "application/octet-stream",
+        etag: digest.to_string(),
+        cache_control: None,
+        extra: vec![(
+            http::HeaderName::from_static("docker-content-digest"),
+            HeaderValue::from_str(&digest.to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("")),
+        )],
+    }
 }
 
-/// Serves a stored blob: full, ranged (206/416) or not modified (304); HEAD and GET share
-/// this, so they always agree on every header.
 fn serve_object(
     obj: Arc<Object>,
     digest: &oci::Digest,
     headers: &HeaderMap,
     head: bool,
-) -> Response<Body> {
-    let size = obj.size;
-    let mut b = Response::builder()
-        .header(header::CONTENT_TYPE, "application/octet-stream")
-        .header("docker-content-digest", digest.to_string())
-        .header(header::ETAG, format!("\"{digest}\""));
-    if etag_matches(headers, digest) {
-        return b
-            .status(StatusCode::NOT_MODIFIED)
-            .body(body::empty())
-            .unwrap_or_else(|_| Response::new(body::empty()));
-    }
-    b = b.header(header::ACCEPT_RANGES, "bytes");
-    let range = crate::range::parse(headers, size);
-    let (status, start, end) = match range {
-        Some(Ok((s, e))) => (StatusCode::PARTIAL_CONTENT, s, e),
-        Some(Err(())) => {
-            return Error::client(
-                Kind::RangeNotSatisfiable { size },
-                "requested range not satisfiable",
-            )
-            .into_response(crate::error::Proto::Oci, head);
-        }
-        None => (StatusCode::OK, 0, size),
-    };
-    if status == StatusCode::PARTIAL_CONTENT {
-        b = b.header(
-            header::CONTENT_RANGE,
-            format!("bytes {start}-{}/{size}", end - 1),
-        );
-    }
-    b = b.status(status).header(header::CONTENT_LENGTH, end - start);
-    let body = if head {
-        body::empty()
-    } else {
-        object_body(obj, start, end)
-    };
-    b.body(body)
-        .unwrap_or_else(|_| Response::new(body::empty()))
+) -> Result<Response<Body>, Error> {
+    crate::serve::object(obj, &blob_headers(digest), headers, head)
 }
 
-/// Serves a blob that is still being filled: headers as soon as the upstream answered, bytes
-/// as they land on disk.
 async fn serve_fill(
     fill: &Arc<Fill>,
     digest: &oci::Digest,
     headers: &HeaderMap,
     head: bool,
 ) -> Result<Response<Body>, Error> {
-    let p = fill.started().await;
-    let total = match &p.state {
-        State::Failed(e) => return Err(e.clone()),
-        State::Done(obj) => {
-            return Ok(serve_object(obj.clone(), digest, headers, head));
-        }
-        _ => p.total,
-    };
-    let mut b = Response::builder()
-        .header(header::CONTENT_TYPE, "application/octet-stream")
-        .header("docker-content-digest", digest.to_string())
-        .header(header::ETAG, format!("\"{digest}\""))
-        .header(header::ACCEPT_RANGES, "bytes");
-    let Some(size) = total else {
-        // No length known: stream everything; the last byte still waits for verification.
-        let body = if head {
-            body::empty()
-        } else {
-            reader_body(fill.subscribe(), 0, u64::MAX)
-        };
-        return b
-            .status(StatusCode::OK)
-            .body(body)
-            .map_err(|e| Error::internal(e.to_string()));
-    };
-    let (status, start, end) = match crate::range::parse(headers, size) {
-        Some(Ok((s, e))) => (StatusCode::PARTIAL_CONTENT, s, e),
-        Some(Err(())) => {
-            return Err(Error::client(
-                Kind::RangeNotSatisfiable { size },
-                "requested range not satisfiable",
-            ));
-        }
-        None => (StatusCode::OK, 0, size),
-    };
-    if status == StatusCode::PARTIAL_CONTENT {
-        b = b.header(
-            header::CONTENT_RANGE,
-            format!("bytes {start}-{}/{size}", end - 1),
-        );
-    }
-    b = b.status(status).header(header::CONTENT_LENGTH, end - start);
-    let body = if head {
-        body::empty()
-    } else {
-        reader_body(fill.subscribe(), start, end)
-    };
-    info!(bytes = end - start, "streaming from an in-flight fill");
-    b.body(body).map_err(|e| Error::internal(e.to_string()))
+    crate::serve::fill(fill, &blob_headers(digest), headers, head).await
 }

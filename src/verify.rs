@@ -3,7 +3,8 @@
 //! algorithm, that one too; `finish` compares length and digest with what was promised.
 //! Nothing here does I/O, so the fill's hard guarantees are testable as plain functions.
 
-use sha2::{Digest as _, Sha256, Sha512};
+use sha1::Sha1;
+use sha2::{Digest as _, Sha256, Sha384, Sha512};
 
 use crate::store::ContentHash;
 
@@ -12,6 +13,10 @@ use crate::store::ContentHash;
 pub enum Expected {
     Sha256([u8; 32]),
     Sha512([u8; 64]),
+    /// npm SRI `sha384-…` (rare, but valid).
+    Sha384([u8; 48]),
+    /// npm's legacy `shasum`, Maven's `.sha1`.
+    Sha1([u8; 20]),
 }
 
 impl Expected {
@@ -27,6 +32,8 @@ impl Expected {
         match self {
             Self::Sha256(b) => format!("sha256:{}", hex::encode(b)),
             Self::Sha512(b) => format!("sha512:{}", hex::encode(b)),
+            Self::Sha384(b) => format!("sha384:{}", hex::encode(b)),
+            Self::Sha1(b) => format!("sha1:{}", hex::encode(b)),
         }
     }
 }
@@ -70,6 +77,8 @@ impl std::fmt::Display for Mismatch {
 pub struct Verifier {
     sha256: Sha256,
     sha512: Option<Sha512>,
+    sha384: Option<Sha384>,
+    sha1: Option<Sha1>,
     len: u64,
     expect: Expect,
     limit: Option<u64>,
@@ -78,9 +87,13 @@ pub struct Verifier {
 impl Verifier {
     pub fn new(expect: Expect, limit: Option<u64>) -> Self {
         let sha512 = matches!(expect.digest, Some(Expected::Sha512(_))).then(Sha512::new);
+        let sha384 = matches!(expect.digest, Some(Expected::Sha384(_))).then(Sha384::new);
+        let sha1 = matches!(expect.digest, Some(Expected::Sha1(_))).then(Sha1::new);
         Self {
             sha256: Sha256::new(),
             sha512,
+            sha384,
+            sha1,
             len: 0,
             expect,
             limit,
@@ -105,6 +118,12 @@ impl Verifier {
         }
         self.sha256.update(bytes);
         if let Some(h) = &mut self.sha512 {
+            h.update(bytes);
+        }
+        if let Some(h) = &mut self.sha384 {
+            h.update(bytes);
+        }
+        if let Some(h) = &mut self.sha1 {
             h.update(bytes);
         }
         Ok(())
@@ -133,19 +152,32 @@ impl Verifier {
             }
             Some(Expected::Sha512(want)) => {
                 let got: [u8; 64] = self.sha512.map(|h| h.finalize().into()).unwrap_or([0; 64]);
-                if &got != want {
-                    return Err(Mismatch::Digest {
-                        expected: Expected::Sha512(*want).render(),
-                        got: Expected::Sha512(got).render(),
-                    });
-                }
-                true
+                check(Expected::Sha512(*want), Expected::Sha512(got))?
+            }
+            Some(Expected::Sha384(want)) => {
+                let got: [u8; 48] = self.sha384.map(|h| h.finalize().into()).unwrap_or([0; 48]);
+                check(Expected::Sha384(*want), Expected::Sha384(got))?
+            }
+            Some(Expected::Sha1(want)) => {
+                let got: [u8; 20] = self.sha1.map(|h| h.finalize().into()).unwrap_or([0; 20]);
+                check(Expected::Sha1(*want), Expected::Sha1(got))?
             }
         };
         Ok(Verified {
             sha256: ContentHash(sha256),
             size: self.len,
             checked,
+        })
+    }
+}
+
+fn check(want: Expected, got: Expected) -> Result<bool, Mismatch> {
+    if want == got {
+        Ok(true)
+    } else {
+        Err(Mismatch::Digest {
+            expected: want.render(),
+            got: got.render(),
         })
     }
 }
@@ -222,6 +254,40 @@ mod tests {
         assert!(v.update(&data).is_err());
         let mut v = Verifier::new(Expect::default(), Some(50));
         assert_eq!(v.update(&data), Err(Mismatch::TooLarge { limit: 50 }));
+    }
+
+    #[test]
+    fn sha1_and_sha384_digests_are_checked() {
+        let data = b"legacy".to_vec();
+        let want: [u8; 20] = Sha1::digest(&data).into();
+        let mut v = Verifier::new(
+            Expect {
+                size: None,
+                digest: Some(Expected::Sha1(want)),
+            },
+            None,
+        );
+        v.update(&data).unwrap();
+        assert!(v.finish().unwrap().checked);
+        let mut v = Verifier::new(
+            Expect {
+                size: None,
+                digest: Some(Expected::Sha1(want)),
+            },
+            None,
+        );
+        v.update(b"legacx").unwrap();
+        assert!(matches!(v.finish(), Err(Mismatch::Digest { .. })));
+        let want: [u8; 48] = Sha384::digest(&data).into();
+        let mut v = Verifier::new(
+            Expect {
+                size: None,
+                digest: Some(Expected::Sha384(want)),
+            },
+            None,
+        );
+        v.update(&data).unwrap();
+        assert!(v.finish().unwrap().checked);
     }
 
     #[test]

@@ -186,6 +186,10 @@ pub struct Resolution {
     pub size: u64,
     pub media_type: Option<String>,
     pub upstream: String,
+    /// The upstream's validator for a conditional revalidation (an HTTP `ETag`), when it
+    /// gave one. Absent in records written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
 }
 
 /// A pin as stored, with the journal record that created it.

@@ -44,6 +44,7 @@ fn resolve_event(store: &Store, coordinate: &str, bytes: &[u8]) -> Event {
         size: bytes.len() as u64,
         media_type: None,
         upstream: "docker.io".to_owned(),
+        etag: None,
     })
 }
 
