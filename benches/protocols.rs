@@ -43,7 +43,14 @@ fn parse(c: &mut Criterion) {
     ];
     let uri: http::Uri = "/v2/library/alpine/blobs/sha256:6f1e9c4c1d7a4f58c3c3d3f0b0c29b69e0a1a1c79e2c44b6a6d1d5b7b5a1c2d3?ns=docker.io".parse().unwrap();
     c.bench_function("route ns blob", |b| {
-        b.iter(|| black_box(pinproxy::route::route(black_box(&uri), &upstreams, Some(0))))
+        b.iter(|| {
+            black_box(pinproxy::route::route(
+                &http::Method::GET,
+                black_box(&uri),
+                &upstreams,
+                Some(0),
+            ))
+        })
     });
 }
 

@@ -148,6 +148,7 @@ impl Error {
                 "application/json",
                 oci::error_body(self.oci_code(), &self.message, None),
             ),
+            Proto::Npm => ("application/json", npm::error_body(&self.message)),
             Proto::Plain => (
                 "text/plain; charset=utf-8",
                 format!("{}\n", self.message).into_bytes(),
@@ -194,7 +195,48 @@ impl Error {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Proto {
     Oci,
+    Npm,
     Plain,
+}
+
+impl Proto {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Oci => "oci",
+            Self::Npm => "npm",
+            Self::Plain => "ops",
+        }
+    }
+
+    /// The protocol a path belongs to, for errors raised before routing succeeded.
+    pub fn for_path(path: &str) -> Self {
+        if path == "/npm" || path.starts_with("/npm/") {
+            Self::Npm
+        } else {
+            Self::Oci
+        }
+    }
+
+    pub fn for_route(route: &crate::route::Route) -> Self {
+        match route {
+            crate::route::Route::Oci(_) => Self::Oci,
+            crate::route::Route::Npm(_) => Self::Npm,
+            _ => Self::Plain,
+        }
+    }
+}
+
+impl From<npm::Error> for Error {
+    fn from(e: npm::Error) -> Self {
+        match e {
+            npm::Error::PathInvalid(_) => {
+                Self::client(Kind::NotFound(oci::ErrorCode::NameUnknown), e.to_string())
+            }
+            // Only the upstream's documents are scanned: a broken one is its failure.
+            npm::Error::DocumentInvalid(_) => Self::upstream(Kind::BadGateway, e.to_string()),
+            _ => Self::client(Kind::Invalid(oci::ErrorCode::NameInvalid), e.to_string()),
+        }
+    }
 }
 
 impl From<oci::Error> for Error {

@@ -5,6 +5,7 @@
 //! - `server`: accept loop, TLS, per-request span, client tokens, dispatch, graceful shutdown.
 //! - `route`: request → `Route` (which protocol, which upstream, which endpoint).
 //! - `oci_proxy`: OCI policy: tags, manifests, blobs, stale serving, pass-through lists.
+//! - `npm_proxy`: npm policy: packuments (mutable, rewritten per request), verified tarballs.
 //! - `upstream`: outbound HTTP clients per upstream, the registry token dance.
 //! - `fill`: stream from upstream into the store while hashing; coalescing; verified publish.
 //! - `verify`: the pure streaming verifier under `fill`.
@@ -17,6 +18,7 @@ pub mod config;
 pub mod error;
 pub mod fill;
 pub mod metrics;
+pub mod npm_proxy;
 pub mod oci_proxy;
 pub mod range;
 pub mod route;

@@ -1053,7 +1053,7 @@ fn json_response(bytes: Vec<u8>, head: bool) -> Response<Body> {
 fn blob_headers(digest: &oci::Digest) -> ObjectHeaders {
     ObjectHeaders {
         content_type: "application/octet-stream",
-        etag: digest.to_string(),
+        etag: Some(digest.to_string()),
         cache_control: None,
         extra: vec![(
             http::HeaderName::from_static("docker-content-digest"),

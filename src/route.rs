@@ -18,6 +18,7 @@ use crate::error::{Error, Kind};
 #[derive(Debug)]
 pub enum Route {
     Oci(OciRequest),
+    Npm(crate::npm_proxy::NpmRequest),
     Healthz,
     Metrics,
     Pins,
@@ -42,6 +43,7 @@ pub struct OciRequest {
 /// Resolves a request to a route. `upstreams` are the configured OCI upstream names,
 /// `default_upstream` an index into them.
 pub fn route(
+    method: &http::Method,
     uri: &Uri,
     upstreams: &[String],
     default_upstream: Option<usize>,
@@ -53,6 +55,13 @@ pub fn route(
         "/api/v1/pins" => return Ok(Route::Pins),
         "/api/v1/resolutions" => return Ok(Route::Resolutions),
         _ => {}
+    }
+    if let Some(rest) = path.strip_prefix("/npm") {
+        if rest.is_empty() || rest.starts_with('/') {
+            let rest = if rest.is_empty() { "/" } else { rest };
+            let endpoint = npm::request::parse(method, rest)?;
+            return Ok(Route::Npm(crate::npm_proxy::NpmRequest { endpoint }));
+        }
     }
     let find = |name: &str| upstreams.iter().position(|u| u == name);
 
@@ -211,7 +220,7 @@ mod tests {
     }
 
     fn oci(uri: &str) -> OciRequest {
-        match route(&uri.parse().unwrap(), &ups(), Some(0)).unwrap() {
+        match route(&http::Method::GET, &uri.parse().unwrap(), &ups(), Some(0)).unwrap() {
             Route::Oci(r) => r,
             other => panic!("{uri}: {other:?}"),
         }
@@ -256,7 +265,7 @@ mod tests {
             "/v2/a/manifests/1?ns=evil.example",
             "/evil.example/v2/a/manifests/1",
         ] {
-            let e = route(&uri.parse().unwrap(), &ups(), Some(0)).unwrap_err();
+            let e = route(&http::Method::GET, &uri.parse().unwrap(), &ups(), Some(0)).unwrap_err();
             assert_eq!(e.kind, Kind::NotFound(oci::ErrorCode::NameUnknown), "{uri}");
         }
         // An unknown first component is just part of a default-upstream name.
@@ -267,7 +276,7 @@ mod tests {
 
     #[test]
     fn operational_and_foreign_paths() {
-        let r = |u: &str| route(&u.parse().unwrap(), &ups(), Some(0)).unwrap();
+        let r = |u: &str| route(&http::Method::GET, &u.parse().unwrap(), &ups(), Some(0)).unwrap();
         assert!(matches!(r("/healthz"), Route::Healthz));
         assert!(matches!(r("/metrics"), Route::Metrics));
         assert!(matches!(r("/api/v1/pins"), Route::Pins));

@@ -14,8 +14,9 @@ use crate::fill::{Fill, Object, State, object_body, reader_body};
 /// The protocol-specific headers of an immutable object.
 pub struct ObjectHeaders {
     pub content_type: &'static str,
-    /// A strong validator, unquoted (e.g. `sha256:…`); compared with If-None-Match.
-    pub etag: String,
+    /// A strong validator, unquoted (e.g. `sha256:…`); compared with If-None-Match. `None`
+    /// when it is not known yet (an npm tarball still being filled).
+    pub etag: Option<String>,
     pub cache_control: Option<&'static str>,
     pub extra: Vec<(HeaderName, HeaderValue)>,
 }
@@ -24,8 +25,10 @@ impl ObjectHeaders {
     fn builder(&self) -> http::response::Builder {
         let mut b = Response::builder()
             .header(header::CONTENT_TYPE, self.content_type)
-            .header(header::ETAG, format!("\"{}\"", self.etag))
             .header(header::ACCEPT_RANGES, "bytes");
+        if let Some(etag) = &self.etag {
+            b = b.header(header::ETAG, format!("\"{etag}\""));
+        }
         if let Some(cc) = self.cache_control {
             b = b.header(header::CACHE_CONTROL, cc);
         }
@@ -56,7 +59,11 @@ pub fn object(
 ) -> Result<Response<Body>, Error> {
     let size = obj.size;
     let b = meta.builder();
-    if etag_matches(headers, &meta.etag) {
+    if meta
+        .etag
+        .as_deref()
+        .is_some_and(|e| etag_matches(headers, e))
+    {
         return b
             .status(StatusCode::NOT_MODIFIED)
             .body(body::empty())

@@ -23,6 +23,7 @@ use crate::config::Config;
 use crate::error::{Error, Kind, Proto};
 use crate::fill::Fills;
 use crate::metrics::Metrics;
+use crate::npm_proxy::NpmService;
 use crate::oci_proxy::{CacheOutcome, OUTCOME, OciService};
 use crate::route::{self, Route};
 use crate::store::Store;
@@ -34,6 +35,7 @@ pub struct App {
     pub fills: Arc<Fills>,
     pub metrics: Arc<Metrics>,
     pub oci: OciService,
+    pub npm: NpmService,
     oci_names: Vec<String>,
     next_id: AtomicU64,
 }
@@ -52,12 +54,14 @@ impl App {
         let fills = Fills::new(store.clone(), metrics.clone());
         let oci = OciService::new(&config.oci, store.clone(), fills.clone(), metrics.clone())?;
         let oci_names = oci.names();
+        let npm = NpmService::new(&config, store.clone(), fills.clone(), metrics.clone())?;
         Ok(Arc::new(Self {
             config,
             store,
             fills,
             metrics,
             oci,
+            npm,
             oci_names,
             next_id: AtomicU64::new(1),
         }))
@@ -82,18 +86,22 @@ impl App {
         let work = async move {
             let method = req.method().clone();
             let head = method == Method::HEAD;
-            let (proto, resp) =
-                match route::route(req.uri(), &self.oci_names, self.oci.default_upstream) {
-                    Err(e) => ("oci", e.into_response(Proto::Oci, head)),
-                    Ok(route) => {
-                        let proto = if matches!(route, Route::Oci(_)) {
-                            "oci"
-                        } else {
-                            "ops"
-                        };
-                        (proto, self.dispatch(route, &method, req.headers()).await)
-                    }
-                };
+            let routed = route::route(
+                &method,
+                req.uri(),
+                &self.oci_names,
+                self.oci.default_upstream,
+            );
+            let (proto, resp) = match routed {
+                Err(e) => {
+                    let proto = Proto::for_path(req.uri().path());
+                    (proto.as_str(), e.into_response(proto, head))
+                }
+                Ok(route) => {
+                    let proto = Proto::for_route(&route);
+                    (proto.as_str(), self.dispatch(route, req, peer).await)
+                }
+            };
             let s = tracing::Span::current();
             s.record("status", resp.status().as_u16());
             if let Some(len) = resp
@@ -126,20 +134,28 @@ impl App {
             .await
     }
 
-    async fn dispatch(&self, route: Route, method: &Method, headers: &HeaderMap) -> Response<Body> {
+    async fn dispatch(
+        &self,
+        route: Route,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<Body> {
+        let (parts, body) = req.into_parts();
+        let (method, headers) = (&parts.method, &parts.headers);
         let head = *method == Method::HEAD;
-        let proto = if matches!(route, Route::Oci(_)) {
-            Proto::Oci
-        } else {
-            Proto::Plain
-        };
-        tracing::Span::current().record("proto", if proto == Proto::Oci { "oci" } else { "ops" });
+        let proto = Proto::for_route(&route);
+        tracing::Span::current().record("proto", proto.as_str());
         if !matches!(route, Route::Healthz) && !self.authorized(headers) {
             return Error::client(Kind::Unauthorized, "a valid read token is required")
                 .into_response(proto, head);
         }
         let result = match route {
             Route::Oci(r) => self.oci.handle(r, method, headers).await,
+            Route::Npm(r) => {
+                self.npm
+                    .handle(r, method, &parts.uri, headers, peer.ip(), Some(body))
+                    .await
+            }
             Route::Healthz => Ok(text(
                 StatusCode::OK,
                 "ok\n",

@@ -3,6 +3,7 @@
 mod crash;
 mod lifecycle;
 mod must;
+mod npm;
 mod oci;
 mod real_oci;
 mod support;

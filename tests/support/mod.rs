@@ -1,3 +1,4 @@
+pub(crate) mod fake_npm;
 pub(crate) mod fake_oci;
 pub(crate) mod proxy;
 pub(crate) mod registry;
