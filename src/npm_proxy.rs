@@ -558,9 +558,9 @@ impl NpmService {
             None => self.version_for_file(up, name, file).await?,
         };
         let coord = format!("npm:{name}@{version}");
-        if let Some(obj) = self.pinned(&coord).await? {
+        if let Some((obj, sri)) = self.pinned(&coord).await? {
             record(CacheOutcome::Hit);
-            let meta = tarball_headers(Some(format!("sha256:{}", obj.sha256)));
+            let meta = tarball_headers(sri.unwrap_or_else(|| format!("sha256-{}", obj.sha256)));
             return serve::object(obj, &meta, headers, head);
         }
         let dist = self.version_dist(up, name, &version).await?;
@@ -597,17 +597,13 @@ impl NpmService {
         } else {
             CacheOutcome::Coalesced
         });
-        // The validator (the content hash) is known once the fill verified; a response that
-        // streams from the fill goes out without one.
-        let p = fill.started().await;
-        let etag = match &p.state {
-            crate::fill::State::Done(o) => Some(format!("sha256:{}", o.sha256)),
-            _ => None,
-        };
-        serve::fill(&fill, &tarball_headers(etag), headers, head).await
+        // The registry's integrity is the strong validator, the same before and after the
+        // tarball is pinned.
+        serve::fill(&fill, &tarball_headers(integrity.to_sri()), headers, head).await
     }
 
-    async fn pinned(&self, coord: &str) -> Result<Option<Arc<Object>>, Error> {
+    /// A pinned tarball and the registry integrity it was verified against.
+    async fn pinned(&self, coord: &str) -> Result<Option<(Arc<Object>, Option<String>)>, Error> {
         let store = self.store.clone();
         let c = coord.to_owned();
         let entry = tokio::task::spawn_blocking(move || store.pin(&c))
@@ -619,12 +615,16 @@ impl NpmService {
         if !path.exists() {
             return Ok(None);
         }
-        Ok(Some(Arc::new(Object {
-            sha256: entry.pin.sha256,
-            size: entry.pin.size,
-            media_type: entry.pin.media_type,
-            path,
-        })))
+        let sri = entry.pin.digests.values().next().cloned();
+        Ok(Some((
+            Arc::new(Object {
+                sha256: entry.pin.sha256,
+                size: entry.pin.size,
+                media_type: entry.pin.media_type,
+                path,
+            }),
+            sri,
+        )))
     }
 
     /// The `dist` of one version, from a stored packument when it lists the version, else
@@ -783,10 +783,10 @@ fn record(outcome: CacheOutcome) {
     let _ = OUTCOME.try_with(|c| c.set(Some(outcome)));
 }
 
-fn tarball_headers(etag: Option<String>) -> ObjectHeaders {
+fn tarball_headers(etag: String) -> ObjectHeaders {
     ObjectHeaders {
         content_type: "application/octet-stream",
-        etag,
+        etag: Some(etag),
         cache_control: Some("public, max-age=31536000, immutable"),
         extra: Vec::new(),
     }

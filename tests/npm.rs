@@ -644,3 +644,55 @@ async fn a_twenty_megabyte_packument_reaches_sixteen_clients_intact() {
     assert!(big.full_bytes >= 19 << 20);
     assert_eq!(fake.packument_gets_repr("huge", "full"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tarball_headers_are_immutable_with_a_strong_etag_and_head_agrees() {
+    let fake = FakeNpm::start().await;
+    small_world(&fake);
+    let p = proxy_for(&fake, "").await;
+    let c = client();
+    let url = format!("{}/npm/left-pad/-/left-pad-1.3.0.tgz", p.url());
+    let cold = c.get(&url).send().await.unwrap();
+    let cold_etag = cold.headers()["etag"].clone();
+    cold.bytes().await.unwrap();
+    let h = c.head(&url).send().await.unwrap();
+    let g = c.get(&url).send().await.unwrap();
+    for name in ["content-type", "content-length", "etag", "cache-control"] {
+        assert_eq!(h.headers()[name], g.headers()[name], "{name}");
+    }
+    assert_eq!(g.headers()["etag"], cold_etag, "the same validator before and after pinning");
+    assert_eq!(g.headers()["cache-control"], "public, max-age=31536000, immutable");
+    let integrity = fake.integrity("left-pad", "1.3.0").unwrap();
+    assert_eq!(g.headers()["etag"], format!("\"{integrity}\"").as_str());
+    assert_eq!(g.bytes().await.unwrap(), fake.tarball("left-pad", "1.3.0").unwrap());
+    let r = c.get(&url).header("if-none-match", format!("\"{integrity}\"")).send().await.unwrap();
+    assert_eq!(r.status(), 304);
+    let r = c.get(&url).header("range", "bytes=10-19").send().await.unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.bytes().await.unwrap(), fake.tarball("left-pad", "1.3.0").unwrap().slice(10..20));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_tokens_on_npm_routes_bearer_or_basic_and_a_401_without_otp() {
+    let fake = FakeNpm::start().await;
+    small_world(&fake);
+    let extra = format!("[npm]\nupstream = \"{}\"\n", fake.url());
+    let p = Proxy::start_full(&[], "client_tokens = [\"npm-token-0123\"]", &extra).await;
+    let c = client();
+    let url = format!("{}/npm/left-pad", p.url());
+    let r = c.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 401, "never 403 or 404: npm then asks for credentials");
+    let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    assert!(!challenge.to_ascii_lowercase().contains("otp"), "{challenge}");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(body["error"].is_string());
+    assert_eq!(fake.total_requests(), 0);
+    let r = c.get(&url).bearer_auth("npm-token-0123").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c.get(&url).basic_auth("ci", Some("npm-token-0123")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c.get(format!("{}/npm/-/whoami", p.url())).bearer_auth("npm-token-0123").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // The client's token is never forwarded upstream.
+    assert!(fake.requests().iter().all(|r| r.header("authorization").is_none()));
+}
