@@ -120,7 +120,8 @@ pub struct NpmService {
     metrics: Arc<Metrics>,
     docs: moka::sync::Cache<String, Arc<Doc>>,
     scans: moka::sync::Cache<ContentHash, Arc<npm::packument::Scan>>,
-    rendered: moka::sync::Cache<(ContentHash, String), Bytes>,
+    /// Rendered small documents by (document, base URL, gzip'd).
+    rendered: moka::sync::Cache<(ContentHash, String, bool), Bytes>,
     refreshes: Arc<SingleFlight<Result<Arc<Doc>, Error>>>,
     confirmed: Mutex<HashMap<String, SystemTime>>,
 }
@@ -439,31 +440,34 @@ impl NpmService {
         Ok(Some(doc))
     }
 
+    /// The document's scan (tarball spans and dists), computed once per document however
+    /// many requests ask at once: moka runs one initializer per key and the others wait.
     async fn scan(&self, doc: &Doc) -> Result<Arc<npm::packument::Scan>, Error> {
         if let Some(s) = self.scans.get(&doc.sha256) {
             return Ok(s);
         }
-        let path = doc.path.clone();
-        let scan = tokio::task::spawn_blocking(move || -> Result<npm::packument::Scan, Error> {
-            let bytes = std::fs::read(&path).map_err(|e| {
-                Error::new(
-                    Origin::Store,
-                    Kind::Internal,
-                    format!("{}: {e}", path.display()),
-                )
-            })?;
-            npm::packument::scan(&bytes).map_err(|e| {
-                Error::upstream(
-                    Kind::BadGateway,
-                    format!("the upstream packument is not valid JSON: {e}"),
-                )
-            })
+        let (scans, key, path) = (self.scans.clone(), doc.sha256, doc.path.clone());
+        tokio::task::spawn_blocking(move || {
+            scans
+                .try_get_with(key, || -> Result<Arc<npm::packument::Scan>, Error> {
+                    let bytes = std::fs::read(&path).map_err(|e| {
+                        Error::new(
+                            Origin::Store,
+                            Kind::Internal,
+                            format!("{}: {e}", path.display()),
+                        )
+                    })?;
+                    npm::packument::scan(&bytes).map(Arc::new).map_err(|e| {
+                        Error::upstream(
+                            Kind::BadGateway,
+                            format!("the upstream packument is not valid JSON: {e}"),
+                        )
+                    })
+                })
+                .map_err(|e| (*e).clone())
         })
         .await
-        .map_err(|e| Error::internal(e.to_string()))??;
-        let scan = Arc::new(scan);
-        self.scans.insert(doc.sha256, scan.clone());
-        Ok(scan)
+        .map_err(|e| Error::internal(e.to_string()))?
     }
 
     async fn serve_doc(
@@ -481,7 +485,15 @@ impl NpmService {
         h.update(doc.sha256.0);
         h.update(base.as_bytes());
         h.update(repr.as_str().as_bytes());
-        let etag = hex::encode(&h.finalize()[..20]);
+        let identity_etag = hex::encode(&h.finalize()[..20]);
+        // Small documents are also offered gzip'd (NPM-P7); the encoded representation has
+        // its own validator. Large ones stream identity-encoded.
+        let gzip = doc.size <= RENDER_IN_MEMORY && accepts_gzip(headers);
+        let etag = if gzip {
+            format!("{identity_etag}-gzip")
+        } else {
+            identity_etag
+        };
         let cache_control = format!("public, max-age={}", self.cfg.client_max_age.as_secs());
         let b = Response::builder()
             .header(header::CONTENT_TYPE, repr.content_type())
@@ -494,8 +506,66 @@ impl NpmService {
                 .body(body::empty())
                 .map_err(|e| Error::internal(e.to_string()));
         }
+        // Small documents: rendered once per (document, base URL) and served from memory.
+        if doc.size <= RENDER_IN_MEMORY {
+            let key = (doc.sha256, base.to_owned(), gzip);
+            let bytes = match self.rendered.get(&key) {
+                Some(bytes) => bytes,
+                None => {
+                    let replacements = self.replacements(doc, name, base).await?;
+                    let path = doc.path.clone();
+                    let raw = tokio::task::spawn_blocking(move || std::fs::read(path))
+                        .await
+                        .map_err(|e| Error::internal(e.to_string()))?
+                        .map_err(|e| Error::new(Origin::Store, Kind::Internal, e.to_string()))?;
+                    let mut out = splice(&raw, 0, &replacements);
+                    if gzip {
+                        out = tokio::task::spawn_blocking(move || gzip_bytes(&out))
+                            .await
+                            .map_err(|e| Error::internal(e.to_string()))?;
+                    }
+                    let out = Bytes::from(out);
+                    self.rendered.insert(key, out.clone());
+                    out
+                }
+            };
+            let mut b = b
+                .status(StatusCode::OK)
+                .header(header::CONTENT_LENGTH, bytes.len());
+            if gzip {
+                b = b.header(header::CONTENT_ENCODING, "gzip");
+            }
+            let body = if head {
+                body::empty()
+            } else {
+                body::full(bytes)
+            };
+            return b.body(body).map_err(|e| Error::internal(e.to_string()));
+        }
+        // Large ones are spliced while streaming from the store.
+        let replacements = self.replacements(doc, name, base).await?;
+        let removed: u64 = replacements.iter().map(|(s, e, _)| e - s).sum();
+        let added: u64 = replacements.iter().map(|(_, _, r)| r.len() as u64).sum();
+        let b = b
+            .status(StatusCode::OK)
+            .header(header::CONTENT_LENGTH, doc.size - removed + added);
+        let body = if head {
+            body::empty()
+        } else {
+            splice_body(doc.path.clone(), doc.size, replacements)
+        };
+        b.body(body).map_err(|e| Error::internal(e.to_string()))
+    }
+
+    /// Where each `dist.tarball` of the document goes, and what it becomes for `base`.
+    async fn replacements(
+        &self,
+        doc: &Doc,
+        name: &npm::PackageName,
+        base: &str,
+    ) -> Result<Vec<(u64, u64, Bytes)>, Error> {
         let scan = self.scan(doc).await?;
-        let replacements: Vec<(u64, u64, Bytes)> = scan
+        Ok(scan
             .spans
             .iter()
             .map(|s| {
@@ -506,38 +576,7 @@ impl NpmService {
                     Bytes::from(npm::packument::json_string(&url)),
                 )
             })
-            .collect();
-        let len = doc.size - replacements.iter().map(|(s, e, _)| e - s).sum::<u64>()
-            + replacements
-                .iter()
-                .map(|(_, _, r)| r.len() as u64)
-                .sum::<u64>();
-        let b = b.status(StatusCode::OK).header(header::CONTENT_LENGTH, len);
-        if head {
-            return b
-                .body(body::empty())
-                .map_err(|e| Error::internal(e.to_string()));
-        }
-        let body = if doc.size <= RENDER_IN_MEMORY {
-            let key = (doc.sha256, base.to_owned());
-            let bytes = match self.rendered.get(&key) {
-                Some(b) => b,
-                None => {
-                    let path = doc.path.clone();
-                    let raw = tokio::task::spawn_blocking(move || std::fs::read(path))
-                        .await
-                        .map_err(|e| Error::internal(e.to_string()))?
-                        .map_err(|e| Error::new(Origin::Store, Kind::Internal, e.to_string()))?;
-                    let out = Bytes::from(splice(&raw, 0, &replacements));
-                    self.rendered.insert(key, out.clone());
-                    out
-                }
-            };
-            body::full(bytes)
-        } else {
-            splice_body(doc.path.clone(), doc.size, replacements)
-        };
-        b.body(body).map_err(|e| Error::internal(e.to_string()))
+            .collect())
     }
 
     // ---- tarballs ----------------------------------------------------------------------
@@ -807,6 +846,34 @@ fn json(status: StatusCode, bytes: Vec<u8>, head: bool) -> Response<Body> {
     r.headers_mut()
         .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     r
+}
+
+/// Whether the client takes gzip (any `gzip` coding without `q=0`).
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|c| {
+            let mut parts = c.split(';').map(str::trim);
+            let coding = parts.next().unwrap_or("");
+            let refused = parts.any(|p| {
+                p.replace(' ', "").eq_ignore_ascii_case("q=0") || p.replace(' ', "") == "q=0.0"
+            });
+            coding.eq_ignore_ascii_case("gzip") && !refused
+        })
+}
+
+fn gzip_bytes(raw: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(raw.len() / 4),
+        flate2::Compression::new(6),
+    );
+    // Writing into a Vec cannot fail.
+    let _ = enc.write_all(raw);
+    enc.finish().unwrap_or_default()
 }
 
 fn valid_authority(h: &str) -> bool {

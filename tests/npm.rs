@@ -660,16 +660,39 @@ async fn tarball_headers_are_immutable_with_a_strong_etag_and_head_agrees() {
     for name in ["content-type", "content-length", "etag", "cache-control"] {
         assert_eq!(h.headers()[name], g.headers()[name], "{name}");
     }
-    assert_eq!(g.headers()["etag"], cold_etag, "the same validator before and after pinning");
-    assert_eq!(g.headers()["cache-control"], "public, max-age=31536000, immutable");
+    assert_eq!(
+        g.headers()["etag"],
+        cold_etag,
+        "the same validator before and after pinning"
+    );
+    assert_eq!(
+        g.headers()["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
     let integrity = fake.integrity("left-pad", "1.3.0").unwrap();
     assert_eq!(g.headers()["etag"], format!("\"{integrity}\"").as_str());
-    assert_eq!(g.bytes().await.unwrap(), fake.tarball("left-pad", "1.3.0").unwrap());
-    let r = c.get(&url).header("if-none-match", format!("\"{integrity}\"")).send().await.unwrap();
+    assert_eq!(
+        g.bytes().await.unwrap(),
+        fake.tarball("left-pad", "1.3.0").unwrap()
+    );
+    let r = c
+        .get(&url)
+        .header("if-none-match", format!("\"{integrity}\""))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 304);
-    let r = c.get(&url).header("range", "bytes=10-19").send().await.unwrap();
+    let r = c
+        .get(&url)
+        .header("range", "bytes=10-19")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 206);
-    assert_eq!(r.bytes().await.unwrap(), fake.tarball("left-pad", "1.3.0").unwrap().slice(10..20));
+    assert_eq!(
+        r.bytes().await.unwrap(),
+        fake.tarball("left-pad", "1.3.0").unwrap().slice(10..20)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -681,18 +704,89 @@ async fn client_tokens_on_npm_routes_bearer_or_basic_and_a_401_without_otp() {
     let c = client();
     let url = format!("{}/npm/left-pad", p.url());
     let r = c.get(&url).send().await.unwrap();
-    assert_eq!(r.status(), 401, "never 403 or 404: npm then asks for credentials");
+    assert_eq!(
+        r.status(),
+        401,
+        "never 403 or 404: npm then asks for credentials"
+    );
     let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
-    assert!(!challenge.to_ascii_lowercase().contains("otp"), "{challenge}");
+    assert!(
+        !challenge.to_ascii_lowercase().contains("otp"),
+        "{challenge}"
+    );
     let body: serde_json::Value = r.json().await.unwrap();
     assert!(body["error"].is_string());
     assert_eq!(fake.total_requests(), 0);
-    let r = c.get(&url).bearer_auth("npm-token-0123").send().await.unwrap();
+    let r = c
+        .get(&url)
+        .bearer_auth("npm-token-0123")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let r = c.get(&url).basic_auth("ci", Some("npm-token-0123")).send().await.unwrap();
+    let r = c
+        .get(&url)
+        .basic_auth("ci", Some("npm-token-0123"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let r = c.get(format!("{}/npm/-/whoami", p.url())).bearer_auth("npm-token-0123").send().await.unwrap();
+    let r = c
+        .get(format!("{}/npm/-/whoami", p.url()))
+        .bearer_auth("npm-token-0123")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     // The client's token is never forwarded upstream.
-    assert!(fake.requests().iter().all(|r| r.header("authorization").is_none()));
+    assert!(
+        fake.requests()
+            .iter()
+            .all(|r| r.header("authorization").is_none())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_packuments_are_gzipped_for_clients_that_take_it_with_their_own_etag() {
+    use std::io::Read;
+    let fake = FakeNpm::start().await;
+    small_world(&fake);
+    let p = proxy_for(&fake, "").await;
+    let c = client();
+    let url = format!("{}/npm/left-pad", p.url());
+    let plain = c.get(&url).header("accept", CORGI).send().await.unwrap();
+    let plain_etag = plain.headers()["etag"].clone();
+    let plain = plain.bytes().await.unwrap();
+    let gz = c
+        .get(&url)
+        .header("accept", CORGI)
+        .header("accept-encoding", "gzip, deflate")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gz.headers()["content-encoding"], "gzip");
+    assert_ne!(gz.headers()["etag"], plain_etag);
+    let gz_etag = gz.headers()["etag"].clone();
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(&gz.bytes().await.unwrap()[..])
+        .read_to_end(&mut out)
+        .unwrap();
+    assert_eq!(out, plain.to_vec());
+    let r = c
+        .get(&url)
+        .header("accept", CORGI)
+        .header("accept-encoding", "gzip")
+        .header("if-none-match", gz_etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 304);
+    let r = c
+        .get(&url)
+        .header("accept", CORGI)
+        .header("accept-encoding", "gzip;q=0, identity")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("content-encoding").is_none());
 }
