@@ -4,7 +4,7 @@
 //! real (deterministic) npm tarballs with matching `dist.integrity` / `dist.shasum`, the
 //! bulk-audit endpoint, and can inject faults (status codes, resets, truncation, corrupted
 //! bodies, slow/paused/stalled bodies). Every request is recorded so tests can assert what
-//! the proxy sent upstream. [`universe`] describes a ~115-package dependency graph that a
+//! the proxy sent upstream. [`universe`] describes a 112-package dependency graph that a
 //! real `npm install` resolves deterministically.
 #![allow(dead_code)]
 
@@ -427,6 +427,18 @@ struct Rendered {
     abbreviated_etag: String,
 }
 
+/// Filler text in the full document of a big package: spliced in after serialisation, as
+/// serde_json escapes long strings slowly in debug builds.
+#[derive(Clone, Copy)]
+struct BigPadding {
+    readme: usize,
+    per_version: usize,
+}
+
+/// Placeholders (JSON strings without escapes) for the filler of big packages.
+const README_MARK: &str = "@@fake-npm-readme@@";
+const PAD_MARK: &str = "@@fake-npm-version-readme@@";
+
 struct Package {
     name: String,
     versions: Vec<VersionEntry>,
@@ -435,8 +447,8 @@ struct Package {
     modified: u64,
     revision: u64,
     readme: String,
-    /// Length of a per-version `readme` in the full document (big packages).
-    version_readme: Option<usize>,
+    /// Filler sizes of a big package (see [`FakeNpm::add_big_package`]).
+    big: Option<BigPadding>,
     rendered: Option<Arc<Rendered>>,
 }
 
@@ -471,7 +483,7 @@ impl Package {
             modified,
             revision: 1,
             readme,
-            version_readme: None,
+            big: None,
             rendered: None,
         }
     }
@@ -534,14 +546,36 @@ impl Package {
             m.insert("_npmUser".into(), user.clone());
             m.insert("maintainers".into(), json!([user]));
             m.insert("directories".into(), json!({}));
-            if let Some(len) = self.version_readme {
-                m.insert("readme".into(), json!(filler_text(len, v.time)));
+            if self.big.is_some() {
+                m.insert("readme".into(), json!(PAD_MARK));
             }
         }
         Value::Object(m)
     }
 
     fn render(&self, base: &str) -> Rendered {
+        let (full, abbreviated) = self.render_parts(base);
+        let full = match self.big {
+            Some(big) => {
+                let text = String::from_utf8(full).expect("utf-8");
+                let pad = format!("\"{}\"", filler_text(big.per_version));
+                let readme = format!("\"{}\"", filler_text(big.readme));
+                let text = text.replace(&format!("\"{PAD_MARK}\""), &pad);
+                text.replacen(&format!("\"{README_MARK}\""), &readme, 1)
+                    .into_bytes()
+            }
+            None => full,
+        };
+        Rendered {
+            full_etag: etag_of(&full),
+            abbreviated_etag: etag_of(&abbreviated),
+            full: Bytes::from(full),
+            abbreviated: Bytes::from(abbreviated),
+        }
+    }
+
+    /// (full document with filler placeholders, abbreviated document).
+    fn render_parts(&self, base: &str) -> (Vec<u8>, Vec<u8>) {
         let mut full_versions = Map::new();
         let mut abbreviated_versions = Map::new();
         let mut time = Map::new();
@@ -563,7 +597,7 @@ impl Package {
             "versions": full_versions,
             "time": time,
             "maintainers": [{ "name": "fixture", "email": "fixture@example.com" }],
-            "readme": self.readme,
+            "readme": if self.big.is_some() { README_MARK } else { &self.readme },
             "readmeFilename": "README.md",
             "license": "MIT",
             "keywords": ["fixture"],
@@ -577,12 +611,7 @@ impl Package {
         });
         let full = serde_json::to_vec_pretty(&full).expect("json");
         let abbreviated = serde_json::to_vec(&abbreviated).expect("json");
-        Rendered {
-            full_etag: etag_of(&full),
-            abbreviated_etag: etag_of(&abbreviated),
-            full: Bytes::from(full),
-            abbreviated: Bytes::from(abbreviated),
-        }
+        (full, abbreviated)
     }
 }
 
@@ -591,17 +620,13 @@ fn etag_of(body: &[u8]) -> String {
 }
 
 /// ASCII text of exactly `len` bytes that JSON-encodes without escapes.
-fn filler_text(len: usize, seed: u64) -> String {
+fn filler_text(len: usize) -> String {
     const WORDS: &str = "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod \
         tempor incididunt ut labore et dolore magna aliqua. Ut enim ad minim veniam, quis nostrud \
         exercitation ullamco laboris nisi ut aliquip ex ea commodo consequat. ";
-    let start = (seed % WORDS.len() as u64) as usize;
-    WORDS
-        .chars()
-        .cycle()
-        .skip(start)
-        .take(len)
-        .collect::<String>()
+    let mut text = WORDS.repeat(len / WORDS.len() + 1);
+    text.truncate(len);
+    text
 }
 
 /// `2020-01-01T00:00:00.000Z` for seconds since the epoch.
@@ -886,11 +911,11 @@ impl FakeNpm {
         pkg.changed(t);
     }
 
-    /// A package whose FULL document is `target_bytes` long (± a few bytes): about one
-    /// version per 10 kB of target (≤ 2000), each with a per-version `readme`, plus a long
-    /// top-level `readme`. Tarballs are tiny.
+    /// A package whose FULL document is exactly `target_bytes` long (if that exceeds its
+    /// skeleton): one version per 20 kB of target (≤ 1000), each with a per-version `readme`,
+    /// plus a long top-level `readme` (about half the target). Tarballs are tiny.
     pub(crate) fn add_big_package(&self, name: &str, target_bytes: usize) -> BigPackage {
-        let n = (target_bytes / 10_000).clamp(1, 2000);
+        let n = (target_bytes / 20_000).clamp(1, 1000);
         let versions: Vec<String> = (0..n)
             .map(|i| format!("1.{}.{}", i / 100, i % 100))
             .collect();
@@ -900,14 +925,19 @@ impl FakeNpm {
             dist_tags: Vec::new(),
         };
         let mut pkg = Package::from_spec(spec);
-        pkg.readme = String::new();
-        pkg.version_readme = Some(0);
+        pkg.big = Some(BigPadding {
+            readme: 0,
+            per_version: 0,
+        });
         let base = self.url();
-        let skeleton = pkg.render(&base).full.len();
+        let (skeleton, _) = pkg.render_parts(&base);
+        let skeleton = skeleton.len() - n * PAD_MARK.len() - README_MARK.len();
         let rest = target_bytes.saturating_sub(skeleton);
         let per_version = rest / 2 / n;
-        pkg.version_readme = Some(per_version);
-        pkg.readme = filler_text(rest - per_version * n, 7);
+        pkg.big = Some(BigPadding {
+            readme: rest - per_version * n,
+            per_version,
+        });
         let rendered = pkg.render(&base);
         let info = BigPackage {
             versions,
@@ -1625,7 +1655,7 @@ fn util_name(i: usize) -> String {
     format!("util-{i:02}")
 }
 
-/// The test-project universe: 115 packages (47 scoped under `@acme`, `@data`, `@ui`,
+/// The test-project universe: 112 packages (47 scoped under `@acme`, `@data`, `@ui`,
 /// `@tools`), chains of depth 7 (`chain*`) and 11 (`@data/schema-*`), prereleases selected
 /// by exact specs (`2.0.0-rc.1`, `1.0.0-beta.2`), build metadata (`build-meta@1.2.3+build.7`,
 /// selected by the range `~1.2.3`: npm cannot match build metadata exactly), ranges that pick non-latest versions (`@acme/core`,
