@@ -38,14 +38,23 @@ const RENDER_IN_MEMORY: u64 = 4 << 20;
 /// One configured npm registry.
 pub struct NpmUpstream {
     pub cfg: NpmUpstreamConfig,
+    /// Identity encoding: tarballs are hashed exactly as sent.
     client: reqwest::Client,
+    /// gzip, decoded: packuments are documents, not verified bytes.
+    doc_client: reqwest::Client,
 }
 
 impl NpmUpstream {
     fn new(cfg: NpmUpstreamConfig) -> Result<Self, String> {
         let client = upstream::build_client(&cfg.http)
             .map_err(|e| format!("npm upstream {}: {e}", cfg.url))?;
-        Ok(Self { cfg, client })
+        let doc_client = upstream::build_decoding_client(&cfg.http)
+            .map_err(|e| format!("npm upstream {}: {e}", cfg.url))?;
+        Ok(Self {
+            cfg,
+            client,
+            doc_client,
+        })
     }
 
     fn name(&self) -> &str {
@@ -64,14 +73,34 @@ impl NpmUpstream {
         headers: HeaderMap,
         metrics: &Metrics,
     ) -> Result<reqwest::Response, Error> {
-        let mut req = self
+        let req = self
             .client
             .get(url.clone())
             .headers(headers)
             .header(header::ACCEPT_ENCODING, "identity");
+        self.send(req, &url, metrics).await
+    }
+
+    /// A document request: gzip on the wire, decoded before it reaches the store.
+    async fn get_doc(
+        &self,
+        url: reqwest::Url,
+        headers: HeaderMap,
+        metrics: &Metrics,
+    ) -> Result<reqwest::Response, Error> {
+        let req = self.doc_client.get(url.clone()).headers(headers);
+        self.send(req, &url, metrics).await
+    }
+
+    async fn send(
+        &self,
+        mut req: reqwest::RequestBuilder,
+        url: &reqwest::Url,
+        metrics: &Metrics,
+    ) -> Result<reqwest::Response, Error> {
         // The token only ever goes to the registry's own origin.
         if let Some(t) = &self.cfg.token {
-            if self.same_origin(&url) {
+            if self.same_origin(url) {
                 req = req.bearer_auth(t);
             }
         }
@@ -1004,7 +1033,7 @@ async fn fetch_doc(
             h.insert(header::IF_NONE_MATCH, v);
         }
     }
-    let resp = up.get(url, h, &ctx.metrics).await?;
+    let resp = up.get_doc(url, h, &ctx.metrics).await?;
     let status = resp.status();
     if status == StatusCode::NOT_MODIFIED {
         if let Some(p) = prev {

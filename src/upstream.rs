@@ -38,7 +38,23 @@ impl fmt::Display for SafeUrl<'_> {
 }
 
 pub fn build_client(http: &HttpConfig) -> Result<reqwest::Client, String> {
+    client_builder(http)?
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
+/// A client that asks for gzip and decodes it: for documents that are not verified against
+/// a digest of their encoded bytes (npm packuments), where it cuts transfer ~10x.
+pub fn build_decoding_client(http: &HttpConfig) -> Result<reqwest::Client, String> {
+    client_builder(http)?
+        .gzip(true)
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
+fn client_builder(http: &HttpConfig) -> Result<reqwest::ClientBuilder, String> {
     let mut b = reqwest::Client::builder()
+        .gzip(false)
         .user_agent(concat!("pinproxy/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(http.connect_timeout)
         .read_timeout(http.idle_timeout)
@@ -56,8 +72,7 @@ pub fn build_client(http: &HttpConfig) -> Result<reqwest::Client, String> {
             b = b.add_root_certificate(c);
         }
     }
-    b.build()
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+    Ok(b)
 }
 
 /// Maps a transport failure to the engine's error.
