@@ -4,7 +4,7 @@
 # load, and the peak RSS of each proxy while 16 clients fetch one ~20 MB packument at once.
 #
 #   cargo build --release && benches/npm-peers.sh
-# Env: LOAD_SECONDS (default 10), BIG_PACKAGE (default typescript: a full document of tens of
+# Env: LOAD_SECONDS (default 10), BIG_PACKAGE (default next: a full document of about 20
 # MB on the public registry), PEERS (default "verdaccio pinproxy").
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -13,7 +13,7 @@ BENCH="$(cd "$BENCH" && pwd)"
 source "$BENCH/lib.sh"
 export LOAD_SECONDS="${LOAD_SECONDS:-10}"
 PEERS="${PEERS:-verdaccio pinproxy}"
-BIG="${BIG_PACKAGE:-typescript}"
+BIG="${BIG_PACKAGE:-next}"
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 export RESULTS="$OUT/results-pinproxy-npm-$STAMP.jsonl"
 : > "$RESULTS"

@@ -658,7 +658,7 @@ impl NpmService {
             let up = up.clone();
             let metrics = self.metrics.clone();
             let coord = coord.clone();
-            async move { tarball_source(up, url, integrity, coord, metrics).await }
+            async move { tarball_source(up, url, integrity, dist, coord, metrics).await }
         });
         record(if leader {
             CacheOutcome::Miss
@@ -683,7 +683,7 @@ impl NpmService {
         if !path.exists() {
             return Ok(None);
         }
-        let sri = entry.pin.digests.values().next().cloned();
+        let sri = entry.pin.digests.get("verified").cloned();
         Ok(Some((
             Arc::new(Object {
                 sha256: entry.pin.sha256,
@@ -1119,6 +1119,7 @@ async fn tarball_source(
     up: Arc<NpmUpstream>,
     url: reqwest::Url,
     integrity: npm::Integrity,
+    dist: npm::packument::VersionDist,
     coord: String,
     metrics: Arc<Metrics>,
 ) -> Result<Source, Error> {
@@ -1143,8 +1144,16 @@ async fn tarball_source(
         npm::Integrity::Sha256(b) => Expected::Sha256(*b),
         npm::Integrity::Sha1(b) => Expected::Sha1(*b),
     };
+    // The pin keeps what the registry published: the integrity it was verified against
+    // first, then `integrity` and `shasum` as the packument gave them.
     let mut digests = BTreeMap::new();
-    digests.insert(integrity.algorithm().to_owned(), integrity.to_sri());
+    digests.insert("verified".to_owned(), integrity.to_sri());
+    if let Some(i) = &dist.integrity {
+        digests.insert("integrity".to_owned(), i.clone());
+    }
+    if let Some(s) = &dist.shasum {
+        digests.insert("shasum".to_owned(), s.clone());
+    }
     Ok(Source {
         stream: Box::pin(stream),
         total,

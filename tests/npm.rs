@@ -234,9 +234,13 @@ async fn tarballs_at_every_spelling_without_a_packument_first_and_never_encoded(
     }
     let pin = p.app().store.pin("npm:oldie@0.1.0").unwrap().unwrap();
     assert!(
-        pin.pin.digests.contains_key("sha1"),
+        pin.pin.digests["verified"].starts_with("sha1-"),
         "{:?}",
         pin.pin.digests
+    );
+    assert_eq!(
+        pin.pin.digests["shasum"],
+        fake.shasum("oldie", "0.1.0").unwrap()
     );
     let pin = p
         .app()
@@ -245,10 +249,15 @@ async fn tarballs_at_every_spelling_without_a_packument_first_and_never_encoded(
         .unwrap()
         .unwrap();
     assert!(
-        pin.pin.digests.contains_key("sha512"),
+        pin.pin.digests["verified"].starts_with("sha512-"),
         "{:?}",
         pin.pin.digests
     );
+    assert_eq!(
+        pin.pin.digests["integrity"],
+        fake.integrity("left-pad", "2.0.0-rc.1").unwrap()
+    );
+    assert!(pin.pin.digests.contains_key("shasum"));
     // A legacy file name that does not follow the convention is found through the packument.
     let path = fake.tarball_path("weird", "1.0.0").unwrap();
     let file = path.rsplit('/').next().unwrap().to_owned();
@@ -789,4 +798,46 @@ async fn small_packuments_are_gzipped_for_clients_that_take_it_with_their_own_et
         .await
         .unwrap();
     assert!(r.headers().get("content-encoding").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scope_can_come_from_another_registry() {
+    let public = FakeNpm::start().await;
+    small_world(&public);
+    let corp = FakeNpm::start().await;
+    corp.add_package(PackageSpec::new("@corp/tool").version(VersionSpec::new("3.1.4")));
+    let extra = format!(
+        "[npm]\nupstream = \"{}\"\n[[npm.scopes]]\nscope = \"@corp\"\nurl = \"{}\"\n",
+        public.url(),
+        corp.url()
+    );
+    let p = Proxy::start_with(&[], &extra).await;
+    let c = client();
+    let r = c
+        .get(format!("{}/npm/@corp%2ftool", p.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c
+        .get(format!("{}/npm/@corp/tool/-/tool-3.1.4.tgz", p.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.bytes().await.unwrap(),
+        corp.tarball("@corp/tool", "3.1.4").unwrap()
+    );
+    let r = c
+        .get(format!("{}/npm/left-pad", p.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        public.packument_gets("@corp/tool"),
+        0,
+        "the scope never reaches the default registry"
+    );
+    assert_eq!(corp.packument_gets("left-pad"), 0);
 }
