@@ -25,11 +25,14 @@ impl fmt::Display for SafeUrl<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}://{}{}",
+            "{}://{}",
             self.0.scheme(),
-            self.0.host_str().unwrap_or(""),
-            self.0.path()
+            self.0.host_str().unwrap_or("")
         )?;
+        if let Some(port) = self.0.port() {
+            write!(f, ":{port}")?;
+        }
+        f.write_str(self.0.path())?;
         if self.0.query().is_some() {
             f.write_str("?…")?;
         }

@@ -5,5 +5,6 @@ mod lifecycle;
 mod must;
 mod npm;
 mod oci;
+mod real_npm;
 mod real_oci;
 mod support;
