@@ -12,7 +12,9 @@ use crate::support::proxy::Proxy;
 const CORGI: &str = "application/vnd.npm.install-v1+json; q=1.0, application/json; q=0.8, */*";
 
 fn client() -> reqwest::Client {
+    // Raw responses: no transparent decompression (the tests look at Content-Encoding).
     reqwest::Client::builder()
+        .no_gzip()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(60))
         .build()

@@ -12,7 +12,9 @@ use crate::support::proxy::Proxy;
 const MT_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
 
 fn client() -> reqwest::Client {
+    // Raw responses: no transparent decompression (the tests look at Content-Encoding).
     reqwest::Client::builder()
+        .no_gzip()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(60))
         .build()
