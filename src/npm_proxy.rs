@@ -25,7 +25,7 @@ use crate::config::{NpmConfig, NpmUpstreamConfig};
 use crate::error::{Error, Kind, Origin};
 use crate::fill::{Fills, Object, SingleFlight, Source};
 use crate::metrics::Metrics;
-use crate::oci_proxy::{CacheOutcome, OUTCOME};
+use crate::oci_proxy::CacheOutcome;
 use crate::serve::{self, ObjectHeaders};
 use crate::store::{ContentHash, Event, Pin, Resolution, Store, Verified as PinVerified};
 use crate::upstream;
@@ -243,12 +243,18 @@ impl NpmService {
     ) -> Result<Response<Body>, Error> {
         let head = method == Method::HEAD;
         match req.endpoint {
-            npm::Endpoint::Ping => Ok(json(StatusCode::OK, b"{}".to_vec(), head)),
+            npm::Endpoint::Ping => Ok(body::response(
+                StatusCode::OK,
+                "application/json",
+                b"{}".to_vec(),
+                head,
+            )),
             npm::Endpoint::Whoami => {
                 if self.client_tokens {
                     // Only reached with a valid read token (the server checked it).
-                    Ok(json(
+                    Ok(body::response(
                         StatusCode::OK,
+                        "application/json",
                         br#"{"username":"pinproxy"}"#.to_vec(),
                         head,
                     ))
@@ -780,7 +786,12 @@ impl NpmService {
             .bytes()
             .await
             .map_err(|e| upstream::transport_error(up.name(), &e))?;
-        Ok(json(StatusCode::OK, bytes.to_vec(), head))
+        Ok(body::response(
+            StatusCode::OK,
+            "application/json",
+            bytes.to_vec(),
+            head,
+        ))
     }
 
     /// Audit POSTs go to the upstream as they came (gzip body and all) and are not cached.
@@ -847,8 +858,7 @@ impl NpmService {
 }
 
 fn record(outcome: CacheOutcome) {
-    Span::current().record("cache", outcome.as_str());
-    let _ = OUTCOME.try_with(|c| c.set(Some(outcome)));
+    outcome.record();
 }
 
 fn tarball_headers(etag: String) -> ObjectHeaders {
@@ -858,23 +868,6 @@ fn tarball_headers(etag: String) -> ObjectHeaders {
         cache_control: Some("public, max-age=31536000, immutable"),
         extra: Vec::new(),
     }
-}
-
-fn json(status: StatusCode, bytes: Vec<u8>, head: bool) -> Response<Body> {
-    let len = bytes.len();
-    let mut r = Response::new(if head {
-        body::empty()
-    } else {
-        body::full(Bytes::from(bytes))
-    });
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r.headers_mut()
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    r
 }
 
 /// Whether the client takes gzip (any `gzip` coding without `q=0`).
@@ -1068,12 +1061,9 @@ async fn fetch_doc(
     }
     let media_type = Some(repr.content_type().to_owned());
     let upstream_name = up.name().to_owned();
-    let n2 = upstream_name.clone();
     let etag2 = etag.clone();
     let coord2 = coord.clone();
-    let stream = resp
-        .bytes_stream()
-        .map(move |r| r.map_err(|e| upstream::transport_error(&n2, &e)));
+    let stream = upstream::body_stream(&upstream_name, resp);
     let idle = up.cfg.http.idle_timeout;
     let limit = ctx.limit;
     // Keyed apart from tarballs and from other representations of the same package.
@@ -1081,7 +1071,7 @@ async fn fetch_doc(
         .fills
         .get_or_start(&format!("{coord}@fetch"), move || async move {
             Ok(Source {
-                stream: Box::pin(stream),
+                stream,
                 total,
                 expect: Expect {
                     size: total,
@@ -1134,10 +1124,7 @@ async fn tarball_source(
     }
     let total = upstream::content_length(resp.headers());
     let name = up.name().to_owned();
-    let n2 = name.clone();
-    let stream = resp
-        .bytes_stream()
-        .map(move |r| r.map_err(|e| upstream::transport_error(&n2, &e)));
+    let stream = upstream::body_stream(&name, resp);
     let expected = match &integrity {
         npm::Integrity::Sha512(b) => Expected::Sha512(*b),
         npm::Integrity::Sha384(b) => Expected::Sha384(*b),
@@ -1155,7 +1142,7 @@ async fn tarball_source(
         digests.insert("shasum".to_owned(), s.clone());
     }
     Ok(Source {
-        stream: Box::pin(stream),
+        stream,
         total,
         expect: Expect {
             size: total,

@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
 use tracing::{Span, warn};
 
@@ -63,6 +62,12 @@ pub enum CacheOutcome {
 }
 
 impl CacheOutcome {
+    /// Notes how the current request was served, on its span and for the request counter.
+    pub fn record(self) {
+        Span::current().record("cache", self.as_str());
+        let _ = OUTCOME.try_with(|c| c.set(Some(self)));
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Hit => "hit",
@@ -126,7 +131,9 @@ impl OciService {
             ));
         }
         let mut resp = match &req.endpoint {
-            oci::Endpoint::Ping => json_response(b"{}".to_vec(), head),
+            oci::Endpoint::Ping => {
+                body::response(StatusCode::OK, "application/json", &b"{}"[..], head)
+            }
             oci::Endpoint::Catalog => {
                 return Err(Error::client(
                     Kind::NotFound(oci::ErrorCode::Unsupported),
@@ -832,8 +839,7 @@ tokio::task_local! {
 }
 
 fn record(outcome: CacheOutcome) {
-    Span::current().record("cache", outcome.as_str());
-    let _ = OUTCOME.try_with(|c| c.set(Some(outcome)));
+    outcome.record();
 }
 
 fn digests_of(d: &oci::Digest) -> std::collections::BTreeMap<String, String> {
@@ -898,13 +904,10 @@ async fn blob_source(
     }
     let total = upstream::content_length(resp.headers());
     let name = up.name().to_owned();
-    let n2 = name.clone();
-    let stream = resp
-        .bytes_stream()
-        .map(move |r| r.map_err(|e| upstream::transport_error(&n2, &e)));
+    let stream = upstream::body_stream(&name, resp);
     let digests = digests_of(&digest);
     Ok(Source {
-        stream: Box::pin(stream),
+        stream,
         total,
         expect: Expect {
             size: total,
@@ -981,13 +984,10 @@ async fn manifest_source(
     let media_type = upstream::header_str(resp.headers(), "content-type")
         .map(|c| oci::media::essence(&c).to_owned());
     let name = up.name().to_owned();
-    let n2 = name.clone();
-    let stream = resp
-        .bytes_stream()
-        .map(move |r| r.map_err(|e| upstream::transport_error(&n2, &e)));
+    let stream = upstream::body_stream(&name, resp);
     let promised2 = promised.clone();
     Ok(Source {
-        stream: Box::pin(stream),
+        stream,
         total,
         expect: Expect {
             size: total,
@@ -1033,22 +1033,6 @@ async fn manifest_source(
 }
 
 // ---- responses -----------------------------------------------------------------------
-
-fn json_response(bytes: Vec<u8>, head: bool) -> Response<Body> {
-    let len = bytes.len();
-    let mut r = Response::new(if head {
-        body::empty()
-    } else {
-        body::full(Bytes::from(bytes))
-    });
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r.headers_mut()
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    r
-}
 
 fn blob_headers(digest: &oci::Digest) -> ObjectHeaders {
     ObjectHeaders {

@@ -8,8 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -156,26 +155,26 @@ impl App {
                     .handle(r, method, &parts.uri, headers, peer.ip(), Some(body))
                     .await
             }
-            Route::Healthz => Ok(text(
+            Route::Healthz => Ok(body::response(
                 StatusCode::OK,
-                "ok\n",
                 "text/plain; charset=utf-8",
+                "ok\n",
                 head,
             )),
-            Route::Metrics => Ok(text(
+            Route::Metrics => Ok(body::response(
                 StatusCode::OK,
-                &self.metrics.render(),
                 "text/plain; version=0.0.4",
+                self.metrics.render(),
                 head,
             )),
             Route::Pins => self
                 .pins_json()
                 .await
-                .map(|j| text(StatusCode::OK, &j, "application/json", head)),
+                .map(|j| body::response(StatusCode::OK, "application/json", j, head)),
             Route::Resolutions => self
                 .resolutions_json()
                 .await
-                .map(|j| text(StatusCode::OK, &j, "application/json", head)),
+                .map(|j| body::response(StatusCode::OK, "application/json", j, head)),
             Route::NotFound => Err(Error::client(
                 Kind::NotFound(oci::ErrorCode::NameUnknown),
                 "no such route",
@@ -285,21 +284,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn text(status: StatusCode, s: &str, content_type: &'static str, head: bool) -> Response<Body> {
-    let len = s.len();
-    let mut r = Response::new(if head {
-        body::empty()
-    } else {
-        body::full(Bytes::from(s.to_owned()))
-    });
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    r.headers_mut()
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    r
 }
 
 /// A running server.

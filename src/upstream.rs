@@ -377,3 +377,14 @@ pub fn accept_header(v: &str) -> HeaderMap {
     }
     h
 }
+
+/// The body of an upstream response as the fill consumes it, with transport errors mapped
+/// to the engine's error.
+pub fn body_stream(upstream: &str, resp: reqwest::Response) -> crate::fill::ByteStream {
+    use futures_util::StreamExt;
+    let name = upstream.to_owned();
+    Box::pin(
+        resp.bytes_stream()
+            .map(move |r| r.map_err(|e| transport_error(&name, &e))),
+    )
+}
