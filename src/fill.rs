@@ -31,7 +31,7 @@ use tracing::{Instrument, info, warn};
 use crate::body::Body;
 use crate::error::{Error, Kind, Origin};
 use crate::metrics::Metrics;
-use crate::store::{ContentHash, Event, Store};
+use crate::store::{ContentHash, Event, PinEntry, ResolutionEntry, Store};
 use crate::verify::{Expect, Verified, Verifier};
 
 /// Bytes from an upstream body.
@@ -383,6 +383,58 @@ impl Fills {
             source: io::Error::new(e.kind(), e.to_string()),
         })
     }
+}
+
+/// A pin and its content file, looked up on the blocking pool. `None` when the coordinate is
+/// not pinned, or its file is gone (the caller fetches again and re-publishes it).
+pub async fn pinned(
+    store: &Arc<Store>,
+    coord: &str,
+) -> Result<Option<(Arc<Object>, PinEntry)>, Error> {
+    let (s, c) = (store.clone(), coord.to_owned());
+    let entry = blocking(move || s.pin(&c))
+        .await?
+        .map_err(|e| Error::store(&e))?;
+    let Some(entry) = entry else { return Ok(None) };
+    let path = store.content_path(&entry.pin.sha256);
+    if !path.exists() {
+        warn!(
+            coordinate = coord,
+            "pinned content file is missing; fetching again"
+        );
+        return Ok(None);
+    }
+    let obj = Arc::new(Object {
+        sha256: entry.pin.sha256,
+        size: entry.pin.size,
+        media_type: entry.pin.media_type.clone(),
+        path,
+    });
+    Ok(Some((obj, entry)))
+}
+
+/// The latest resolution of a mutable coordinate and its content file, looked up on the
+/// blocking pool; `None` when there is none or its file is gone.
+pub async fn resolved(
+    store: &Arc<Store>,
+    coord: &str,
+) -> Result<Option<(ResolutionEntry, Arc<Object>)>, Error> {
+    let (s, c) = (store.clone(), coord.to_owned());
+    let entry = blocking(move || s.resolution(&c))
+        .await?
+        .map_err(|e| Error::store(&e))?;
+    let Some(entry) = entry else { return Ok(None) };
+    let path = store.content_path(&entry.resolution.sha256);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let obj = Arc::new(Object {
+        sha256: entry.resolution.sha256,
+        size: entry.resolution.size,
+        media_type: entry.resolution.media_type.clone(),
+        path,
+    });
+    Ok(Some((entry, obj)))
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Error> {

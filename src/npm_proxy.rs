@@ -453,21 +453,13 @@ impl NpmService {
         if let Some(d) = self.docs.get(coord) {
             return Ok(Some(d));
         }
-        let store = self.store.clone();
-        let c = coord.to_owned();
-        let entry = tokio::task::spawn_blocking(move || store.resolution(&c))
-            .await
-            .map_err(|e| Error::internal(e.to_string()))?
-            .map_err(|e| Error::store(&e))?;
-        let Some(entry) = entry else { return Ok(None) };
-        let path = self.store.content_path(&entry.resolution.sha256);
-        if !path.exists() {
+        let Some((entry, obj)) = crate::fill::resolved(&self.store, coord).await? else {
             return Ok(None);
-        }
+        };
         let doc = Arc::new(Doc {
-            sha256: entry.resolution.sha256,
-            size: entry.resolution.size,
-            path,
+            sha256: obj.sha256,
+            size: obj.size,
+            path: obj.path.clone(),
             etag: entry.resolution.etag.clone(),
             confirmed: UNIX_EPOCH + Duration::from_millis(entry.time_ms),
         });
@@ -678,27 +670,8 @@ impl NpmService {
 
     /// A pinned tarball and the registry integrity it was verified against.
     async fn pinned(&self, coord: &str) -> Result<Option<(Arc<Object>, Option<String>)>, Error> {
-        let store = self.store.clone();
-        let c = coord.to_owned();
-        let entry = tokio::task::spawn_blocking(move || store.pin(&c))
-            .await
-            .map_err(|e| Error::internal(e.to_string()))?
-            .map_err(|e| Error::store(&e))?;
-        let Some(entry) = entry else { return Ok(None) };
-        let path = self.store.content_path(&entry.pin.sha256);
-        if !path.exists() {
-            return Ok(None);
-        }
-        let sri = entry.pin.digests.get("verified").cloned();
-        Ok(Some((
-            Arc::new(Object {
-                sha256: entry.pin.sha256,
-                size: entry.pin.size,
-                media_type: entry.pin.media_type,
-                path,
-            }),
-            sri,
-        )))
+        let found = crate::fill::pinned(&self.store, coord).await?;
+        Ok(found.map(|(obj, entry)| (obj, entry.pin.digests.get("verified").cloned())))
     }
 
     /// The `dist` of one version, from a stored packument when it lists the version, else

@@ -277,29 +277,13 @@ impl OciService {
         if let Some(obj) = self.pinned_objects.get(coord) {
             return Ok(Some(obj));
         }
-        let store = self.store.clone();
-        let c = coord.to_owned();
-        let entry = tokio::task::spawn_blocking(move || store.pin(&c))
-            .await
-            .map_err(|e| Error::internal(e.to_string()))?
-            .map_err(|e| Error::store(&e))?;
-        let Some(entry) = entry else { return Ok(None) };
-        let path = self.store.content_path(&entry.pin.sha256);
-        if !path.exists() {
-            warn!(
-                coordinate = coord,
-                "pinned content file is missing; fetching again"
-            );
-            return Ok(None);
+        let found = crate::fill::pinned(&self.store, coord)
+            .await?
+            .map(|(obj, _)| obj);
+        if let Some(obj) = &found {
+            self.pinned_objects.insert(coord.to_owned(), obj.clone());
         }
-        let obj = Arc::new(Object {
-            sha256: entry.pin.sha256,
-            size: entry.pin.size,
-            media_type: entry.pin.media_type,
-            path,
-        });
-        self.pinned_objects.insert(coord.to_owned(), obj.clone());
-        Ok(Some(obj))
+        Ok(found)
     }
 
     /// The latest resolution of a tag and its object, from memory or the index.
@@ -310,13 +294,9 @@ impl OciService {
         if let Some(hit) = self.tag_cache.get(coord) {
             return Ok(Some(hit));
         }
-        let store = self.store.clone();
-        let c = coord.to_owned();
-        let entry = tokio::task::spawn_blocking(move || store.resolution(&c))
-            .await
-            .map_err(|e| Error::internal(e.to_string()))?
-            .map_err(|e| Error::store(&e))?;
-        let found = entry.and_then(|r| self.resolved_object(&r).map(|o| (Arc::new(r), o)));
+        let found = crate::fill::resolved(&self.store, coord)
+            .await?
+            .map(|(r, o)| (Arc::new(r), o));
         if let Some(hit) = &found {
             self.tag_cache.insert(coord.to_owned(), hit.clone());
         }
@@ -664,18 +644,6 @@ impl OciService {
             }
         }
         Ok(resp)
-    }
-
-    fn resolved_object(&self, r: &ResolutionEntry) -> Option<Arc<Object>> {
-        let path = self.store.content_path(&r.resolution.sha256);
-        path.exists().then(|| {
-            Arc::new(Object {
-                sha256: r.resolution.sha256,
-                size: r.resolution.size,
-                media_type: r.resolution.media_type.clone(),
-                path,
-            })
-        })
     }
 
     fn last_confirmed(&self, coord: &str, entry: &ResolutionEntry) -> SystemTime {
