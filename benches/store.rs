@@ -33,6 +33,7 @@ fn verify(c: &mut Criterion) {
                 Expect {
                     size: Some(bytes.len() as u64),
                     digest: Some(Expected::Sha256(want.0)),
+                    ..Expect::default()
                 },
                 None,
             );

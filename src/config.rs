@@ -44,6 +44,40 @@ struct RawConfig {
     oci: RawOci,
     #[serde(default)]
     npm: RawNpm,
+    #[serde(default)]
+    maven: RawMaven,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMaven {
+    missing_checksum: Option<String>,
+    synthesize_checksums: Option<bool>,
+    metadata_ttl: Option<String>,
+    snapshot_ttl: Option<String>,
+    not_found_ttl: Option<String>,
+    max_metadata_size: Option<u64>,
+    #[serde(default)]
+    upstreams: Vec<RawMavenUpstream>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMavenUpstream {
+    name: String,
+    url: String,
+    #[serde(default)]
+    include: Vec<String>,
+    #[serde(default)]
+    exclude: Vec<String>,
+    missing_checksum: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    password_env: Option<String>,
+    ca_file: Option<String>,
+    connect_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    total_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -124,6 +158,44 @@ pub struct Config {
     pub server: ServerConfig,
     pub oci: OciConfig,
     pub npm: NpmConfig,
+    pub maven: MavenConfig,
+}
+
+/// The Maven group: upstreams tried in order, and how mutable files are kept.
+#[derive(Debug, Clone)]
+pub struct MavenConfig {
+    pub upstreams: Vec<MavenUpstreamConfig>,
+    /// Serve computed `.sha1`/`.md5` also for files pinned first-seen.
+    pub synthesize_checksums: bool,
+    /// `maven-metadata.xml` (group and artifact level) and directory listings.
+    pub metadata_ttl: Duration,
+    /// SNAPSHOT-version metadata and legacy `-SNAPSHOT.<ext>` files.
+    pub snapshot_ttl: Duration,
+    /// How long a "no member has it" (every member answered 404) is remembered.
+    pub not_found_ttl: Duration,
+    pub max_metadata_size: u64,
+}
+
+/// What to do with an artifact for which the upstream offers no checksum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissingChecksum {
+    /// Refuse it (502): nothing unverified is ever pinned.
+    Fail,
+    /// Serve and pin it as first seen, with a warning.
+    PinFirstSeen,
+}
+
+#[derive(Debug, Clone)]
+pub struct MavenUpstreamConfig {
+    pub name: String,
+    /// Repository base URL, always ending in `/`.
+    pub url: reqwest::Url,
+    /// groupId globs (`*` = any run of characters); empty = every groupId.
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    pub missing_checksum: MissingChecksum,
+    pub credentials: Option<Credentials>,
+    pub http: HttpConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -235,6 +307,8 @@ pub struct Overrides {
     pub oci_upstreams: Vec<(String, String)>,
     /// `--npm-upstream URL`: the default npm registry.
     pub npm_upstream: Option<String>,
+    /// `--maven-upstream NAME=URL`, repeatable: replaces the configured group, in order.
+    pub maven_upstreams: Vec<(String, String)>,
 }
 
 /// Reads one environment variable; injected so tests need not touch the process environment.
@@ -284,6 +358,14 @@ impl Config {
                 reason: e.to_string(),
             })?;
             raw.oci.upstreams = default.oci.upstreams;
+        }
+        if raw.maven.upstreams.is_empty() && text != DEFAULT_CONFIG {
+            let default: RawConfig = toml::from_str(DEFAULT_CONFIG).map_err(|e| ConfigError {
+                file: "<built-in config>".to_owned(),
+                key: String::new(),
+                reason: e.to_string(),
+            })?;
+            raw.maven.upstreams = default.maven.upstreams;
         }
         Self::from_raw(file, raw, overrides, env)
     }
@@ -414,7 +496,13 @@ impl Config {
                 let url = upstream_url(&u.url).map_err(|r| err(&key("url"), r))?;
                 let tag_policy = tag_policy(u.tag_policy.as_deref(), u.tag_ttl.as_deref())
                     .map_err(|(k, r)| err(&key(k), r))?;
-                let credentials = credentials(u, env).map_err(|(k, r)| err(&key(k), r))?;
+                let credentials = credentials(
+                    u.username.as_ref(),
+                    u.password.as_ref(),
+                    u.password_env.as_ref(),
+                    env,
+                )
+                .map_err(|(k, r)| err(&key(k), r))?;
                 let http = base_http(
                     &prefix,
                     &RawHttpOverride {
@@ -578,7 +666,10 @@ impl Config {
             ));
         }
 
+        let maven = maven_config(&raw.maven, overrides, env, &base_http, &err)?;
+
         let holds_credentials = upstreams.iter().any(|u| u.credentials.is_some())
+            || maven.upstreams.iter().any(|u| u.credentials.is_some())
             || npm
                 .upstream
                 .iter()
@@ -597,6 +688,7 @@ impl Config {
 
         Ok(Self {
             npm,
+            maven,
             server: ServerConfig {
                 listen,
                 data_dir,
@@ -698,11 +790,142 @@ fn tag_policy(
     }
 }
 
+fn missing_checksum(v: &str) -> Result<MissingChecksum, String> {
+    match v {
+        "fail" => Ok(MissingChecksum::Fail),
+        "pin-first-seen" => Ok(MissingChecksum::PinFirstSeen),
+        other => Err(format!(
+            "`{other}` is neither \"fail\" nor \"pin-first-seen\""
+        )),
+    }
+}
+
+/// A groupId glob: letters, digits, `.`, `-`, `_` and `*`.
+fn group_glob(g: &str) -> Result<String, String> {
+    let ok = !g.is_empty()
+        && g.len() <= 255
+        && g.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'*'));
+    if ok {
+        Ok(g.to_owned())
+    } else {
+        Err(format!(
+            "`{g}` is not a groupId pattern like \"org.example\" or \"com.google.*\""
+        ))
+    }
+}
+
+type BaseHttp<'a> = dyn Fn(&str, &RawHttpOverride<'_>) -> Result<HttpConfig, ConfigError> + 'a;
+type ErrFn<'a> = dyn Fn(&str, String) -> ConfigError + 'a;
+
+fn maven_config(
+    raw: &RawMaven,
+    overrides: &Overrides,
+    env: EnvLookup<'_>,
+    base_http: &BaseHttp<'_>,
+    err: &ErrFn<'_>,
+) -> Result<MavenConfig, ConfigError> {
+    let default_missing = missing_checksum(raw.missing_checksum.as_deref().unwrap_or("pin-first-seen"))
+        .map_err(|r| err("maven.missing_checksum", r))?;
+    let mut upstreams = Vec::new();
+    if overrides.maven_upstreams.is_empty() {
+        for (i, u) in raw.upstreams.iter().enumerate() {
+            let prefix = format!("maven.upstreams[{i}].");
+            let key = |k: &str| format!("{prefix}{k}");
+            let name = upstream_name(&u.name).map_err(|r| err(&key("name"), r))?;
+            let url = registry_url(&u.url).map_err(|r| err(&key("url"), r))?;
+            let include = u
+                .include
+                .iter()
+                .map(|g| group_glob(g))
+                .collect::<Result<_, _>>()
+                .map_err(|r| err(&key("include"), r))?;
+            let exclude = u
+                .exclude
+                .iter()
+                .map(|g| group_glob(g))
+                .collect::<Result<_, _>>()
+                .map_err(|r| err(&key("exclude"), r))?;
+            let missing = match &u.missing_checksum {
+                None => default_missing,
+                Some(m) => missing_checksum(m).map_err(|r| err(&key("missing_checksum"), r))?,
+            };
+            let credentials = credentials(
+                u.username.as_ref(),
+                u.password.as_ref(),
+                u.password_env.as_ref(),
+                env,
+            )
+            .map_err(|(k, r)| err(&key(k), r))?;
+            let http = base_http(
+                &prefix,
+                &RawHttpOverride {
+                    connect: u.connect_timeout.as_ref(),
+                    idle: u.idle_timeout.as_ref(),
+                    total: u.total_timeout.as_ref(),
+                    ca_file: u.ca_file.as_deref(),
+                },
+            )?;
+            upstreams.push(MavenUpstreamConfig {
+                name,
+                url,
+                include,
+                exclude,
+                missing_checksum: missing,
+                credentials,
+                http,
+            });
+        }
+    } else {
+        for (i, (name, url)) in overrides.maven_upstreams.iter().enumerate() {
+            let key = format!("--maven-upstream #{}", i + 1);
+            upstreams.push(MavenUpstreamConfig {
+                name: upstream_name(name).map_err(|r| err(&key, r))?,
+                url: registry_url(url).map_err(|r| err(&key, r))?,
+                include: Vec::new(),
+                exclude: Vec::new(),
+                missing_checksum: default_missing,
+                credentials: None,
+                http: base_http("http.", &RawHttpOverride::default())?,
+            });
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for u in &upstreams {
+        if !seen.insert(u.name.clone()) {
+            return Err(err(
+                "maven.upstreams",
+                format!("upstream name `{}` is given twice", u.name),
+            ));
+        }
+    }
+    let ttl = |k: &str, v: Option<&String>, d: &str| {
+        duration(v.map(String::as_str), d).map_err(|r| err(&format!("maven.{k}"), r))
+    };
+    let cfg = MavenConfig {
+        upstreams,
+        synthesize_checksums: raw.synthesize_checksums.unwrap_or(false),
+        metadata_ttl: ttl("metadata_ttl", raw.metadata_ttl.as_ref(), "10m")?,
+        snapshot_ttl: ttl("snapshot_ttl", raw.snapshot_ttl.as_ref(), "1m")?,
+        not_found_ttl: ttl("not_found_ttl", raw.not_found_ttl.as_ref(), "5m")?,
+        max_metadata_size: raw.max_metadata_size.unwrap_or(16 << 20),
+    };
+    if cfg.max_metadata_size < 1024 {
+        return Err(err(
+            "maven.max_metadata_size",
+            "must be at least 1 KiB".into(),
+        ));
+    }
+    Ok(cfg)
+}
+
 fn credentials(
-    u: &RawOciUpstream,
+    username: Option<&String>,
+    password: Option<&String>,
+    password_env: Option<&String>,
     env: EnvLookup<'_>,
 ) -> Result<Option<Credentials>, (&'static str, String)> {
-    let password = match (&u.password, &u.password_env) {
+    let password = match (password, password_env) {
         (Some(_), Some(_)) => {
             return Err((
                 "password_env",
@@ -718,7 +941,7 @@ fn credentials(
         })?),
         (None, None) => None,
     };
-    match (&u.username, password) {
+    match (username, password) {
         (Some(user), Some(password)) => Ok(Some(Credentials {
             username: user.clone(),
             password,

@@ -149,7 +149,9 @@ impl Error {
                 oci::error_body(self.oci_code(), &self.message, None),
             ),
             Proto::Npm => ("application/json", npm::error_body(&self.message)),
-            Proto::Plain => (
+            // Maven and Gradle only look at the status; the text is for the person reading
+            // the build log. Never HTML.
+            Proto::Maven | Proto::Plain => (
                 "text/plain; charset=utf-8",
                 format!("{}\n", self.message).into_bytes(),
             ),
@@ -196,6 +198,7 @@ impl Error {
 pub enum Proto {
     Oci,
     Npm,
+    Maven,
     Plain,
 }
 
@@ -204,6 +207,7 @@ impl Proto {
         match self {
             Self::Oci => "oci",
             Self::Npm => "npm",
+            Self::Maven => "maven",
             Self::Plain => "ops",
         }
     }
@@ -212,6 +216,8 @@ impl Proto {
     pub fn for_path(path: &str) -> Self {
         if path == "/npm" || path.starts_with("/npm/") {
             Self::Npm
+        } else if path == "/maven" || path.starts_with("/maven/") {
+            Self::Maven
         } else {
             Self::Oci
         }
@@ -221,6 +227,7 @@ impl Proto {
         match route {
             crate::route::Route::Oci(_) => Self::Oci,
             crate::route::Route::Npm(_) => Self::Npm,
+            crate::route::Route::Maven(_) => Self::Maven,
             _ => Self::Plain,
         }
     }
@@ -235,6 +242,18 @@ impl From<npm::Error> for Error {
             // Only the upstream's documents are scanned: a broken one is its failure.
             npm::Error::DocumentInvalid(_) => Self::upstream(Kind::BadGateway, e.to_string()),
             _ => Self::client(Kind::Invalid(oci::ErrorCode::NameInvalid), e.to_string()),
+        }
+    }
+}
+
+impl From<maven::Error> for Error {
+    fn from(e: maven::Error) -> Self {
+        match e {
+            maven::Error::PathInvalid(_) => {
+                Self::client(Kind::Invalid(oci::ErrorCode::NameInvalid), e.to_string())
+            }
+            // Only upstream documents are parsed.
+            maven::Error::MetadataInvalid(_) => Self::upstream(Kind::BadGateway, e.to_string()),
         }
     }
 }

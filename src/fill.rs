@@ -23,6 +23,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, Stream, StreamExt};
+use http::{HeaderName, HeaderValue};
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use tokio::sync::watch;
@@ -52,6 +53,9 @@ pub struct Source {
     pub idle_timeout: Duration,
     /// Configured upstream name, for metrics and logs.
     pub upstream: String,
+    /// Response headers that describe the verified bytes (Maven's `X-Checksum-Sha1` from the
+    /// upstream's checksum): sent with the first byte, true once the last byte is.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
     pub events: EventsFn,
 }
 
@@ -82,6 +86,8 @@ pub struct Progress {
     /// The object's length when known (upstream `Content-Length` or the promised size).
     pub total: Option<u64>,
     pub media_type: Option<String>,
+    /// The source's promised headers.
+    pub headers: Arc<Vec<(HeaderName, HeaderValue)>>,
     pub state: State,
 }
 
@@ -154,6 +160,7 @@ impl Fills {
             written: 0,
             total: None,
             media_type: None,
+            headers: Arc::default(),
             state: State::Starting,
         });
         let fill = Arc::new(Fill { rx });
@@ -219,6 +226,7 @@ impl Fills {
         tx.send_modify(|p| {
             p.total = total;
             p.media_type.clone_from(&src.media_type);
+            p.headers = Arc::new(src.headers.clone());
             p.state = State::Streaming { temp: temp.clone() };
         });
         let result = self.stream_into(tx, src, Arc::new(file), &temp).await;
@@ -470,6 +478,7 @@ pub fn object_body(obj: Arc<Object>, start: u64, end: u64) -> Body {
         written: obj.size,
         total: Some(obj.size),
         media_type: obj.media_type.clone(),
+        headers: Arc::default(),
         state: State::Done(obj),
     });
     reader_body(rx, start, end)

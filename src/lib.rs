@@ -6,6 +6,8 @@
 //! - `route`: request → `Route` (which protocol, which upstream, which endpoint).
 //! - `oci_proxy`: OCI policy: tags, manifests, blobs, stale serving, pass-through lists.
 //! - `npm_proxy`: npm policy: packuments (mutable, rewritten per request), verified tarballs.
+//! - `maven_proxy`: Maven policy: a group of repositories; verified, pinned release files;
+//!   metadata revalidated, merged across members and served stale when they fail.
 //! - `upstream`: outbound HTTP clients per upstream, the registry token dance.
 //! - `fill`: stream from upstream into the store while hashing; coalescing; verified publish.
 //! - `verify`: the pure streaming verifier under `fill`.
@@ -17,6 +19,7 @@ pub mod body;
 pub mod config;
 pub mod error;
 pub mod fill;
+pub mod maven_proxy;
 pub mod metrics;
 pub mod npm_proxy;
 pub mod oci_proxy;

@@ -37,6 +37,10 @@ enum Command {
         /// "$(npm config get registry)".
         #[arg(long = "npm-upstream", value_name = "URL")]
         npm_upstream: Option<String>,
+        /// A Maven repository as NAME=URL (repeatable). Replaces the configured group; members
+        /// are tried in the order given.
+        #[arg(long = "maven-upstream", value_name = "NAME=URL")]
+        maven_upstream: Vec<String>,
     },
     /// Check a configuration file and print the effective upstreams.
     CheckConfig {
@@ -99,19 +103,24 @@ fn load(
     listen: Option<SocketAddr>,
     oci_upstream: &[String],
     npm_upstream: Option<String>,
+    maven_upstream: &[String],
 ) -> anyhow::Result<Config> {
-    let mut oci_upstreams = Vec::new();
-    for u in oci_upstream {
-        let Some((name, url)) = u.split_once('=') else {
-            bail!("--oci-upstream `{u}`: expected NAME=URL");
-        };
-        oci_upstreams.push((name.to_owned(), url.to_owned()));
-    }
+    let pairs = |flag: &str, list: &[String]| -> anyhow::Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for u in list {
+            let Some((name, url)) = u.split_once('=') else {
+                bail!("{flag} `{u}`: expected NAME=URL");
+            };
+            out.push((name.to_owned(), url.to_owned()));
+        }
+        Ok(out)
+    };
     let overrides = Overrides {
         listen,
         data_dir: common.data_dir.clone(),
-        oci_upstreams,
+        oci_upstreams: pairs("--oci-upstream", oci_upstream)?,
         npm_upstream,
+        maven_upstreams: pairs("--maven-upstream", maven_upstream)?,
     };
     Ok(Config::load(common.config.as_deref(), &overrides, &env)?)
 }
@@ -143,14 +152,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             listen,
             oci_upstream,
             npm_upstream,
+            maven_upstream,
         } => {
-            let config = load(&common, listen, &oci_upstream, npm_upstream)?;
+            let config = load(
+                &common,
+                listen,
+                &oci_upstream,
+                npm_upstream,
+                &maven_upstream,
+            )?;
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(serve(config))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { common } => {
-            let config = load(&common, None, &[], None)?;
+            let config = load(&common, None, &[], None, &[])?;
             println!("listen: {}", config.server.listen);
             println!("data_dir: {}", config.server.data_dir.display());
             for u in &config.oci.upstreams {
@@ -161,12 +177,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 };
                 println!("oci upstream {}{default}: {}", u.name, u.url);
             }
+            for u in &config.maven.upstreams {
+                println!("maven upstream {}: {}", u.name, u.url);
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Journal {
             command: JournalCommand::Verify { common },
         } => {
-            let config = load(&common, None, &[], None)?;
+            let config = load(&common, None, &[], None, &[])?;
             let path = config.server.data_dir.join("journal");
             let report = pinproxy::store::verify_journal(&path)
                 .with_context(|| format!("reading {}", path.display()))?;

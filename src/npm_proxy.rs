@@ -1049,11 +1049,13 @@ async fn fetch_doc(
                 expect: Expect {
                     size: total,
                     digest: None,
+                    ..Expect::default()
                 },
                 limit: Some(limit),
                 media_type,
                 idle_timeout: idle,
                 upstream: upstream_name.clone(),
+                headers: Vec::new(),
                 events: Box::new(move |v, mt| {
                     vec![Event::Resolve(Resolution {
                         coordinate: coord2,
@@ -1063,6 +1065,7 @@ async fn fetch_doc(
                         media_type: mt.map(str::to_owned),
                         upstream: upstream_name,
                         etag: etag2,
+                        last_modified: None,
                     })]
                 }),
             })
@@ -1120,11 +1123,13 @@ async fn tarball_source(
         expect: Expect {
             size: total,
             digest: Some(expected),
+            ..Expect::default()
         },
         limit: None,
         media_type: Some("application/octet-stream".to_owned()),
         idle_timeout: up.cfg.http.idle_timeout,
         upstream: name.clone(),
+        headers: Vec::new(),
         events: Box::new(move |v, mt| {
             vec![Event::Pin(Pin {
                 coordinate: coord,

@@ -880,11 +880,13 @@ async fn blob_source(
         expect: Expect {
             size: total,
             digest: Expected::from_oci(&digest),
+            ..Expect::default()
         },
         limit: None,
         media_type: None,
         idle_timeout: up.cfg.http.idle_timeout,
         upstream: name.clone(),
+        headers: Vec::new(),
         events: Box::new(move |v, _| {
             vec![Event::Pin(Pin {
                 coordinate: coord,
@@ -960,11 +962,13 @@ async fn manifest_source(
         expect: Expect {
             size: total,
             digest: promised.as_ref().and_then(Expected::from_oci),
+            ..Expect::default()
         },
         limit: Some(limit),
         media_type,
         idle_timeout: up.cfg.http.idle_timeout,
         upstream: name.clone(),
+        headers: Vec::new(),
         events: Box::new(move |v, mt| {
             let digest = promised2.unwrap_or_else(|| {
                 format!("sha256:{}", v.sha256)
@@ -993,6 +997,7 @@ async fn manifest_source(
                     media_type: mt.map(str::to_owned),
                     upstream: name,
                     etag: None,
+                    last_modified: None,
                 }));
             }
             evs

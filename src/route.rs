@@ -19,6 +19,7 @@ use crate::error::{Error, Kind};
 pub enum Route {
     Oci(OciRequest),
     Npm(crate::npm_proxy::NpmRequest),
+    Maven(crate::maven_proxy::MavenRequest),
     Healthz,
     Metrics,
     Pins,
@@ -61,6 +62,11 @@ pub fn route(
             let rest = if rest.is_empty() { "/" } else { rest };
             let endpoint = npm::request::parse(method, rest)?;
             return Ok(Route::Npm(crate::npm_proxy::NpmRequest { endpoint }));
+        }
+    }
+    if let Some(rest) = path.strip_prefix("/maven") {
+        if rest.is_empty() || rest.starts_with('/') {
+            return Ok(Route::Maven(crate::maven_proxy::MavenRequest::parse(rest)?));
         }
     }
     let find = |name: &str| upstreams.iter().position(|u| u == name);

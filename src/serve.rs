@@ -12,6 +12,7 @@ use crate::error::{Error, Kind};
 use crate::fill::{Fill, Object, State, object_body, reader_body};
 
 /// The protocol-specific headers of an immutable object.
+#[derive(Clone)]
 pub struct ObjectHeaders {
     pub content_type: &'static str,
     /// A strong validator, unquoted (e.g. `sha256:…`); compared with If-None-Match. `None`
@@ -87,9 +88,12 @@ pub async fn fill(
     head: bool,
 ) -> Result<Response<Body>, Error> {
     let p = fill.started().await;
+    // What the source promised about its bytes (true once they verified) goes out too.
+    let mut meta = meta.clone();
+    meta.extra.extend(p.headers.iter().cloned());
     let total = match &p.state {
         State::Failed(e) => return Err(e.clone()),
-        State::Done(obj) => return object(obj.clone(), meta, headers, head),
+        State::Done(obj) => return object(obj.clone(), &meta, headers, head),
         _ => p.total,
     };
     let b = meta.builder();

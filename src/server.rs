@@ -22,6 +22,7 @@ use crate::config::Config;
 use crate::error::{Error, Kind, Proto};
 use crate::fill::Fills;
 use crate::metrics::Metrics;
+use crate::maven_proxy::MavenService;
 use crate::npm_proxy::NpmService;
 use crate::oci_proxy::{CacheOutcome, OUTCOME, OciService};
 use crate::route::{self, Route};
@@ -35,6 +36,7 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     pub oci: OciService,
     pub npm: NpmService,
+    pub maven: MavenService,
     oci_names: Vec<String>,
     next_id: AtomicU64,
 }
@@ -54,6 +56,7 @@ impl App {
         let oci = OciService::new(&config.oci, store.clone(), fills.clone(), metrics.clone())?;
         let oci_names = oci.names();
         let npm = NpmService::new(&config, store.clone(), fills.clone(), metrics.clone())?;
+        let maven = MavenService::new(&config.maven, store.clone(), fills.clone(), metrics.clone())?;
         Ok(Arc::new(Self {
             config,
             store,
@@ -61,6 +64,7 @@ impl App {
             metrics,
             oci,
             npm,
+            maven,
             oci_names,
             next_id: AtomicU64::new(1),
         }))
@@ -155,6 +159,7 @@ impl App {
                     .handle(r, method, &parts.uri, headers, peer.ip(), Some(body))
                     .await
             }
+            Route::Maven(r) => self.maven.handle(r, method, headers).await,
             Route::Healthz => Ok(body::response(
                 StatusCode::OK,
                 "text/plain; charset=utf-8",

@@ -17,6 +17,8 @@ pub enum Expected {
     Sha384([u8; 48]),
     /// npm's legacy `shasum`, Maven's `.sha1`.
     Sha1([u8; 20]),
+    /// Maven's `X-Checksum-Md5` / `.md5`: never the only check, always beside another one.
+    Md5([u8; 16]),
 }
 
 impl Expected {
@@ -34,6 +36,7 @@ impl Expected {
             Self::Sha512(b) => format!("sha512:{}", hex::encode(b)),
             Self::Sha384(b) => format!("sha384:{}", hex::encode(b)),
             Self::Sha1(b) => format!("sha1:{}", hex::encode(b)),
+            Self::Md5(b) => format!("md5:{}", hex::encode(b)),
         }
     }
 }
@@ -43,6 +46,11 @@ impl Expected {
 pub struct Expect {
     pub size: Option<u64>,
     pub digest: Option<Expected>,
+    /// Further digests the bytes must also match (Maven's MD5 header beside its SHA-1).
+    pub also: Vec<Expected>,
+    /// Compute SHA-1 and MD5 of the bytes whatever is expected (Maven serves them as
+    /// `X-Checksum-*` headers and sidecars).
+    pub legacy_digests: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +59,10 @@ pub struct Verified {
     pub size: u64,
     /// Whether a promised digest was checked (false = first seen, nothing to check against).
     pub checked: bool,
+    /// SHA-1 of the bytes, when it was computed (expected, or `legacy_digests`).
+    pub sha1: Option<[u8; 20]>,
+    /// MD5 of the bytes, when it was computed.
+    pub md5: Option<[u8; 16]>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +91,7 @@ pub struct Verifier {
     sha512: Option<Sha512>,
     sha384: Option<Sha384>,
     sha1: Option<Sha1>,
+    md5: Option<md5::Md5>,
     len: u64,
     expect: Expect,
     limit: Option<u64>,
@@ -88,12 +101,17 @@ impl Verifier {
     pub fn new(expect: Expect, limit: Option<u64>) -> Self {
         let sha512 = matches!(expect.digest, Some(Expected::Sha512(_))).then(Sha512::new);
         let sha384 = matches!(expect.digest, Some(Expected::Sha384(_))).then(Sha384::new);
-        let sha1 = matches!(expect.digest, Some(Expected::Sha1(_))).then(Sha1::new);
+        let wants = |f: fn(&Expected) -> bool| {
+            expect.legacy_digests || expect.digest.iter().chain(&expect.also).any(f)
+        };
+        let sha1 = wants(|e| matches!(e, Expected::Sha1(_))).then(Sha1::new);
+        let md5 = wants(|e| matches!(e, Expected::Md5(_))).then(md5::Md5::new);
         Self {
             sha256: Sha256::new(),
             sha512,
             sha384,
             sha1,
+            md5,
             len: 0,
             expect,
             limit,
@@ -126,6 +144,9 @@ impl Verifier {
         if let Some(h) = &mut self.sha1 {
             h.update(bytes);
         }
+        if let Some(h) = &mut self.md5 {
+            h.update(bytes);
+        }
         Ok(())
     }
 
@@ -139,34 +160,27 @@ impl Verifier {
             }
         }
         let sha256: [u8; 32] = self.sha256.finalize().into();
-        let checked = match &self.expect.digest {
-            None => false,
-            Some(Expected::Sha256(want)) => {
-                if &sha256 != want {
-                    return Err(Mismatch::Digest {
-                        expected: Expected::Sha256(*want).render(),
-                        got: Expected::Sha256(sha256).render(),
-                    });
-                }
-                true
-            }
-            Some(Expected::Sha512(want)) => {
-                let got: [u8; 64] = self.sha512.map(|h| h.finalize().into()).unwrap_or([0; 64]);
-                check(Expected::Sha512(*want), Expected::Sha512(got))?
-            }
-            Some(Expected::Sha384(want)) => {
-                let got: [u8; 48] = self.sha384.map(|h| h.finalize().into()).unwrap_or([0; 48]);
-                check(Expected::Sha384(*want), Expected::Sha384(got))?
-            }
-            Some(Expected::Sha1(want)) => {
-                let got: [u8; 20] = self.sha1.map(|h| h.finalize().into()).unwrap_or([0; 20]);
-                check(Expected::Sha1(*want), Expected::Sha1(got))?
-            }
+        let sha512: Option<[u8; 64]> = self.sha512.map(|h| h.finalize().into());
+        let sha384: Option<[u8; 48]> = self.sha384.map(|h| h.finalize().into());
+        let sha1: Option<[u8; 20]> = self.sha1.map(|h| h.finalize().into());
+        let md5: Option<[u8; 16]> = self.md5.map(|h| h.finalize().into());
+        let got = |want: &Expected| match want {
+            Expected::Sha256(_) => Expected::Sha256(sha256),
+            Expected::Sha512(_) => Expected::Sha512(sha512.unwrap_or([0; 64])),
+            Expected::Sha384(_) => Expected::Sha384(sha384.unwrap_or([0; 48])),
+            Expected::Sha1(_) => Expected::Sha1(sha1.unwrap_or([0; 20])),
+            Expected::Md5(_) => Expected::Md5(md5.unwrap_or([0; 16])),
         };
+        let mut checked = false;
+        for want in self.expect.digest.iter().chain(&self.expect.also) {
+            checked |= check(want.clone(), got(want))?;
+        }
         Ok(Verified {
             sha256: ContentHash(sha256),
             size: self.len,
             checked,
+            sha1,
+            md5,
         })
     }
 }
@@ -198,6 +212,7 @@ mod tests {
                 Expect {
                     size: Some(10_000),
                     digest: Some(Expected::Sha256(sha256(&data))),
+                    ..Expect::default()
                 },
                 None,
             );
@@ -219,6 +234,7 @@ mod tests {
             Expect {
                 size: None,
                 digest: Some(Expected::Sha256(sha256(&data))),
+                ..Expect::default()
             },
             None,
         );
@@ -233,6 +249,7 @@ mod tests {
             Expect {
                 size: Some(101),
                 digest: None,
+                ..Expect::default()
             },
             None,
         );
@@ -248,6 +265,7 @@ mod tests {
             Expect {
                 size: Some(99),
                 digest: None,
+                ..Expect::default()
             },
             None,
         );
@@ -264,6 +282,7 @@ mod tests {
             Expect {
                 size: None,
                 digest: Some(Expected::Sha1(want)),
+                ..Expect::default()
             },
             None,
         );
@@ -273,6 +292,7 @@ mod tests {
             Expect {
                 size: None,
                 digest: Some(Expected::Sha1(want)),
+                ..Expect::default()
             },
             None,
         );
@@ -283,6 +303,7 @@ mod tests {
             Expect {
                 size: None,
                 digest: Some(Expected::Sha384(want)),
+                ..Expect::default()
             },
             None,
         );
@@ -298,6 +319,7 @@ mod tests {
             Expect {
                 size: None,
                 digest: Some(Expected::Sha512(want)),
+                ..Expect::default()
             },
             None,
         );

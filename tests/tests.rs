@@ -2,9 +2,11 @@
 
 mod crash;
 mod lifecycle;
+mod maven;
 mod must;
 mod npm;
 mod oci;
+mod real_maven;
 mod real_npm;
 mod real_oci;
 mod support;

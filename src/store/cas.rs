@@ -124,6 +124,28 @@ impl Store {
         }
     }
 
+    /// Stores a small document held in memory (a metadata file, a checksum sidecar): the
+    /// same temp file, fsync and rename as a streamed download, hashed here because the
+    /// bytes never passed a verifier.
+    pub fn put_bytes(&self, bytes: &[u8]) -> Result<(ContentHash, PathBuf), StoreError> {
+        use std::io::Write as _;
+        let hash = ContentHash::of(bytes);
+        let path = self.content_path(&hash);
+        if path.is_file() {
+            return Ok((hash, path));
+        }
+        let (temp, mut file) = self.temp_file()?;
+        let written = file
+            .write_all(bytes)
+            .and_then(|()| file.sync_all())
+            .map_err(StoreError::io("write", &temp));
+        if let Err(e) = written {
+            self.discard_temp(&temp);
+            return Err(e);
+        }
+        Ok((hash, self.publish(&temp, &hash)?))
+    }
+
     /// Where the content with this hash lives (whether or not it exists).
     pub fn content_path(&self, hash: &ContentHash) -> PathBuf {
         content_path(&self.data_dir, hash)

@@ -190,6 +190,10 @@ pub struct Resolution {
     /// gave one. Absent in records written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etag: Option<String>,
+    /// The upstream's `Last-Modified`, served as is and sent back as `If-Modified-Since`
+    /// when there is no ETag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<String>,
 }
 
 /// A pin as stored, with the journal record that created it.

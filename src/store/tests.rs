@@ -45,6 +45,7 @@ fn resolve_event(store: &Store, coordinate: &str, bytes: &[u8]) -> Event {
         media_type: None,
         upstream: "docker.io".to_owned(),
         etag: None,
+        last_modified: None,
     })
 }
 

@@ -1,7 +1,9 @@
+pub(crate) mod fake_maven;
 pub(crate) mod fake_npm;
 pub(crate) mod fake_oci;
 pub(crate) mod proxy;
 pub(crate) mod registry;
+pub(crate) mod static_repo;
 
 /// Real-client tests share one local upstream and must not run in parallel with each other.
 #[allow(dead_code)]

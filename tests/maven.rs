@@ -1,0 +1,1 @@
+//! Maven pull-through tests (being written).
