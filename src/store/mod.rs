@@ -18,9 +18,10 @@
 //! bytes. `Store::record` refuses a pin that names different content for an
 //! already pinned coordinate, and replay keeps the first pin.
 //!
-//! Architecture Invariant: the store never hashes on the hot path. The engine
-//! verifies a stream while it is written to a temp file; `publish` only moves
-//! verified bytes into place. `verify_content` re-hashes for audits.
+//! Architecture Invariant: the store never hashes a stream. The engine verifies
+//! a stream while it is written to a temp file; `publish` only moves verified
+//! bytes into place. `put_bytes` hashes small in-memory documents (Maven
+//! metadata, sidecars); `verify_content` re-hashes for audits.
 //!
 //! Everything here is synchronous; the engine calls it from `spawn_blocking`.
 //! Only this module knows the on-disk layout, and only `index` knows sled.
