@@ -469,20 +469,27 @@ fn init_tracing() {
 // ---------------------------------------------------------------------------------------
 // the scenario
 
-/// The static upstream over the prepared Debian repository, and a proxy in front of it;
-/// `None` (test skipped) without `mvn` or Debian's repository, except under `CI=true`.
-async fn setup() -> Option<(StaticRepo, Proxy)> {
+/// The prepared copy of Debian's repository; `None` (test skipped) without `mvn` or
+/// Debian's repository, except under `CI=true`, where that fails the test.
+fn prerequisites() -> Option<&'static Path> {
     if !have_tool("mvn") {
         return None;
     }
-    let Some(repo) = debian_maven_repo() else {
+    let repo = debian_maven_repo();
+    if repo.is_none() {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
             "/usr/share/maven-repo is required under CI=true (.ci/run installs it)"
         );
         eprintln!("skipping: /usr/share/maven-repo is not installed");
-        return None;
-    };
+    }
+    repo
+}
+
+/// The static upstream over the prepared Debian repository, and a proxy in front of it;
+/// `None` if the test is skipped.
+async fn setup() -> Option<(StaticRepo, Proxy)> {
+    let repo = prerequisites()?;
     init_tracing();
     let upstream = StaticRepo::start(repo).await;
     let extra = format!(
@@ -759,11 +766,7 @@ async fn mvn_package_of_a_small_project_through_pinproxy_cold_then_offline_upstr
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mvn_dependency_get_straight_from_the_static_upstream_baseline() {
     let _guard = REAL_CLIENTS.lock().await;
-    if !have_tool("mvn") {
-        return;
-    }
-    let Some(repo) = debian_maven_repo() else {
-        eprintln!("skipping: /usr/share/maven-repo is not installed");
+    let Some(repo) = prerequisites() else {
         return;
     };
     let upstream = StaticRepo::start(repo).await;
