@@ -825,8 +825,9 @@ fn maven_config(
     base_http: &BaseHttp<'_>,
     err: &ErrFn<'_>,
 ) -> Result<MavenConfig, ConfigError> {
-    let default_missing = missing_checksum(raw.missing_checksum.as_deref().unwrap_or("pin-first-seen"))
-        .map_err(|r| err("maven.missing_checksum", r))?;
+    let default_missing =
+        missing_checksum(raw.missing_checksum.as_deref().unwrap_or("pin-first-seen"))
+            .map_err(|r| err("maven.missing_checksum", r))?;
     let mut upstreams = Vec::new();
     if overrides.maven_upstreams.is_empty() {
         for (i, u) in raw.upstreams.iter().enumerate() {

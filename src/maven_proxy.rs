@@ -33,7 +33,7 @@ use tracing::{Span, warn};
 use crate::body::{self, Body};
 use crate::config::{MavenConfig, MavenUpstreamConfig, MissingChecksum};
 use crate::error::{Error, Kind as ErrorKind};
-use crate::fill::{Fills, SingleFlight, Source};
+use crate::fill::{Fills, Object, SingleFlight, Source};
 use crate::metrics::Metrics;
 use crate::oci_proxy::CacheOutcome;
 use crate::serve::{self, ObjectHeaders};
@@ -44,6 +44,8 @@ use crate::verify::{Expect, Expected};
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// A checksum sidecar is a line of hex; anything longer is not one.
 const MAX_SIDECAR: usize = 4096;
+/// Pinned files up to this size (POMs, sidecars, small jars) are kept in memory once read.
+const SMALL_FILE: u64 = 256 * 1024;
 
 /// The request as routed.
 #[derive(Debug)]
@@ -249,6 +251,11 @@ pub struct MavenService {
     metrics: Arc<Metrics>,
     /// Paths no member has, until when.
     missing: moka::sync::Cache<String, Instant>,
+    /// Pinned coordinates → their object and pin. Pins never change, so entries never go
+    /// stale.
+    pins: moka::sync::Cache<String, (Arc<Object>, Arc<PinEntry>)>,
+    /// Bytes of small pinned files by content hash (immutable by construction).
+    small: moka::sync::Cache<ContentHash, Bytes>,
     docs: moka::sync::Cache<String, Arc<Doc>>,
     refreshes: Arc<SingleFlight<Result<Arc<Doc>, Error>>>,
 }
@@ -288,6 +295,11 @@ impl MavenService {
             fills,
             metrics,
             missing: moka::sync::Cache::new(100_000),
+            pins: moka::sync::Cache::new(200_000),
+            small: moka::sync::Cache::builder()
+                .weigher(|_, b: &Bytes| u32::try_from(b.len()).unwrap_or(u32::MAX))
+                .max_capacity(64 << 20)
+                .build(),
             docs: moka::sync::Cache::builder()
                 .weigher(|_, d: &Arc<Doc>| u32::try_from(d.weight()).unwrap_or(u32::MAX))
                 .max_capacity(128 << 20)
@@ -365,18 +377,63 @@ impl MavenService {
 
     // ---- immutable files ---------------------------------------------------------------
 
+    async fn pinned(&self, coord: &str) -> Result<Option<(Arc<Object>, Arc<PinEntry>)>, Error> {
+        if let Some(hit) = self.pins.get(coord) {
+            return Ok(Some(hit));
+        }
+        let found = crate::fill::pinned(&self.store, coord)
+            .await?
+            .map(|(o, e)| (o, Arc::new(e)));
+        if let Some(hit) = &found {
+            self.pins.insert(coord.to_owned(), hit.clone());
+        }
+        Ok(found)
+    }
+
+    async fn serve_pinned(
+        &self,
+        obj: Arc<Object>,
+        meta: &ObjectHeaders,
+        headers: &HeaderMap,
+        head: bool,
+    ) -> Result<Response<Body>, Error> {
+        if obj.size > SMALL_FILE {
+            return serve::object(obj, meta, headers, head);
+        }
+        let bytes = match self.small.get(&obj.sha256) {
+            Some(b) => b,
+            None => {
+                let b = read_file(obj.path.clone()).await?;
+                if b.len() as u64 != obj.size {
+                    return Err(Error::internal(format!(
+                        "{}: {} bytes on disk, {} pinned",
+                        obj.path.display(),
+                        b.len(),
+                        obj.size
+                    )));
+                }
+                self.small.insert(obj.sha256, b.clone());
+                b
+            }
+        };
+        serve::object_bytes(bytes, meta, headers, head)
+    }
+
     async fn file(
         &self,
         req: &MavenRequest,
         headers: &HeaderMap,
         head: bool,
     ) -> Result<Response<Body>, Error> {
-        let coord = coordinate(&req.path.kind)
-            .ok_or_else(|| Error::internal(format!("{}: immutable without coordinates", req.rel)))?;
+        let coord = coordinate(&req.path.kind).ok_or_else(|| {
+            Error::internal(format!("{}: immutable without coordinates", req.rel))
+        })?;
         let content_type = content_type(&req.path);
-        if let Some((obj, entry)) = crate::fill::pinned(&self.store, &coord).await? {
+        if let Some((obj, entry)) = self.pinned(&coord).await? {
             CacheOutcome::Hit.record();
-            return serve::object(obj, &pinned_headers(content_type, &entry), headers, head);
+            return self
+                .serve_pinned(obj, &pinned_headers(content_type, &entry), headers, head)
+                .await;
         }
         let members = self.members_for(req)?;
         let signature = matches!(req.path.kind, Kind::Signature { .. });
@@ -445,30 +502,38 @@ impl MavenService {
         }
         let coord = coordinate(&req.path.kind)
             .ok_or_else(|| Error::internal(format!("{}: sidecar without coordinates", req.rel)))?;
-        if let Some((obj, entry)) = crate::fill::pinned(&self.store, &coord).await? {
+        if let Some((obj, entry)) = self.pinned(&coord).await? {
             CacheOutcome::Hit.record();
-            return serve::object(obj, &pinned_headers("text/plain", &entry), headers, head);
+            return self
+                .serve_pinned(obj, &pinned_headers("text/plain", &entry), headers, head)
+                .await;
         }
         let target_coord = coordinate(of)
             .ok_or_else(|| Error::internal(format!("{}: target without coordinates", req.rel)))?;
-        let target_pin = crate::fill::pinned(&self.store, &target_coord)
-            .await?
-            .map(|(_, e)| e);
-        let computed = target_pin.as_ref().and_then(|e| {
-            let allowed =
-                e.pin.verified == PinVerified::Digest || self.cfg.synthesize_checksums;
-            allowed.then(|| pinned_digest(e, algorithm)).flatten()
+        let target = self.pinned(&target_coord).await?;
+        let target_pin = target.as_ref().map(|(_, e)| e.clone());
+        // A computed sidecar is true only for bytes that were verified (or when asked for).
+        let computable = target.filter(|(_, e)| {
+            e.pin.verified == PinVerified::Digest || self.cfg.synthesize_checksums
         });
-        let fetched = self.fetch_sidecar(req, &coord, target_pin.as_ref(), algorithm);
+        let fetched = self.fetch_sidecar(req, &coord, target_pin.as_deref(), algorithm);
         let served = match fetched {
             Ok(fill) => serve::fill(&fill, &sidecar_headers(), headers, head).await,
             Err(e) => Err(e),
         };
-        match (served, computed) {
+        match (served, computable) {
             (Ok(r), _) => Ok(r),
-            (Err(e), Some(digest)) if !matches!(e.origin, crate::error::Origin::Client) => {
+            (Err(e), Some((obj, entry))) if !matches!(e.origin, crate::error::Origin::Client) => {
                 // The member has no sidecar (or cannot be reached): the bytes were verified
-                // against one of its checksums, so one computed from them is true.
+                // against one of its checksums, so one computed from them is true. SHA-512 is
+                // not kept in the pin: it is hashed from the stored bytes when asked for.
+                if matches!(e.kind, ErrorKind::NotFound(_)) {
+                    self.remember_missing(&req.rel, self.cfg.not_found_ttl);
+                }
+                let digest = match pinned_digest(&entry, algorithm) {
+                    Some(d) => d,
+                    None => hash_file(obj.path.clone(), algorithm).await?,
+                };
                 CacheOutcome::Hit.record();
                 let body = maven::checksum::render_sidecar(&digest);
                 Ok(body::response(
@@ -519,7 +584,11 @@ impl MavenService {
                 let digest = maven::checksum::parse_sidecar(&body, algorithm).ok_or_else(|| {
                     Error::upstream(
                         ErrorKind::BadGateway,
-                        format!("{}: {rel} is not a {} sidecar", m.name(), algorithm.as_str()),
+                        format!(
+                            "{}: {rel} is not a {} sidecar",
+                            m.name(),
+                            algorithm.as_str()
+                        ),
                     )
                 })?;
                 if let Some(want) = &expected {
@@ -794,7 +863,11 @@ async fn file_source(f: &FileFetch, m: &Member, resp: reqwest::Response) -> Resu
     }) = &offered
     {
         let hex = hex::encode(s);
-        push_header(&mut promised, header::ETAG, &format!("\"{{SHA1{{{hex}}}}}\""));
+        push_header(
+            &mut promised,
+            header::ETAG,
+            &format!("\"{{SHA1{{{hex}}}}}\""),
+        );
         push_header(
             &mut promised,
             HeaderName::from_static("x-checksum-sha1"),
@@ -922,7 +995,9 @@ async fn fetch_small(m: &Member, rel: &str, metrics: &Metrics) -> Result<Option<
             ErrorKind::BadGateway,
             format!("{}: unexpected {} for {rel}", m.name(), r.status()),
         )),
-        Answer::Found(r) => read_limited(m.name(), r, MAX_SIDECAR as u64).await.map(Some),
+        Answer::Found(r) => read_limited(m.name(), r, MAX_SIDECAR as u64)
+            .await
+            .map(Some),
     }
 }
 
@@ -1017,7 +1092,11 @@ async fn refresh_doc(
             .cloned();
         let mut h = HeaderMap::new();
         if let Some(b) = &before {
-            if let Some(v) = b.etag.as_deref().and_then(|e| HeaderValue::from_str(e).ok()) {
+            if let Some(v) = b
+                .etag
+                .as_deref()
+                .and_then(|e| HeaderValue::from_str(e).ok())
+            {
                 h.insert(header::IF_NONE_MATCH, v);
             } else if let Some(v) = b
                 .last_modified
@@ -1186,6 +1265,42 @@ async fn record(store: &Arc<Store>, bytes: Bytes, res: Resolution) -> Result<(),
     .await
     .map_err(|e| Error::internal(e.to_string()))?
     .map_err(|e| Error::store(&e))
+}
+
+/// A digest of a stored file, read in 1 MiB chunks on the blocking pool.
+async fn hash_file(
+    path: std::path::PathBuf,
+    algorithm: ChecksumAlgorithm,
+) -> Result<Vec<u8>, Error> {
+    fn run<D: sha2::Digest>(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+        use std::io::Read;
+        let mut f = std::fs::File::open(path)?;
+        let mut h = D::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                return Ok(h.finalize().to_vec());
+            }
+            h.update(&buf[..n]);
+        }
+    }
+    let p = path.clone();
+    tokio::task::spawn_blocking(move || match algorithm {
+        ChecksumAlgorithm::Sha1 => run::<Sha1>(&p),
+        ChecksumAlgorithm::Md5 => run::<md5::Md5>(&p),
+        ChecksumAlgorithm::Sha256 => run::<Sha256>(&p),
+        ChecksumAlgorithm::Sha512 => run::<Sha512>(&p),
+    })
+    .await
+    .map_err(|e| Error::internal(e.to_string()))?
+    .map_err(|e| {
+        Error::store(&crate::store::StoreError::Io {
+            op: "read",
+            path,
+            source: e,
+        })
+    })
 }
 
 async fn read_file(path: std::path::PathBuf) -> Result<Bytes, Error> {

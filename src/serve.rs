@@ -79,6 +79,34 @@ pub fn object(
     b.body(body).map_err(|e| Error::internal(e.to_string()))
 }
 
+/// Serves a published object whose bytes are already in memory (small, hot objects): the
+/// same headers, validators and ranges as [`object`], without touching the disk.
+pub fn object_bytes(
+    bytes: bytes::Bytes,
+    meta: &ObjectHeaders,
+    headers: &HeaderMap,
+    head: bool,
+) -> Result<Response<Body>, Error> {
+    let b = meta.builder();
+    if meta
+        .etag
+        .as_deref()
+        .is_some_and(|e| etag_matches(headers, e))
+    {
+        return b
+            .status(StatusCode::NOT_MODIFIED)
+            .body(body::empty())
+            .map_err(|e| Error::internal(e.to_string()));
+    }
+    let (b, start, end) = ranged(b, headers, bytes.len() as u64)?;
+    let body = if head {
+        body::empty()
+    } else {
+        body::full(bytes.slice(start as usize..end as usize))
+    };
+    b.body(body).map_err(|e| Error::internal(e.to_string()))
+}
+
 /// Serves an object that is still being filled: headers as soon as the upstream answered,
 /// bytes as they land on disk, the last byte only after verification.
 pub async fn fill(

@@ -21,8 +21,8 @@ use crate::body::{self, Body};
 use crate::config::Config;
 use crate::error::{Error, Kind, Proto};
 use crate::fill::Fills;
-use crate::metrics::Metrics;
 use crate::maven_proxy::MavenService;
+use crate::metrics::Metrics;
 use crate::npm_proxy::NpmService;
 use crate::oci_proxy::{CacheOutcome, OUTCOME, OciService};
 use crate::route::{self, Route};
@@ -56,7 +56,8 @@ impl App {
         let oci = OciService::new(&config.oci, store.clone(), fills.clone(), metrics.clone())?;
         let oci_names = oci.names();
         let npm = NpmService::new(&config, store.clone(), fills.clone(), metrics.clone())?;
-        let maven = MavenService::new(&config.maven, store.clone(), fills.clone(), metrics.clone())?;
+        let maven =
+            MavenService::new(&config.maven, store.clone(), fills.clone(), metrics.clone())?;
         Ok(Arc::new(Self {
             config,
             store,

@@ -420,7 +420,10 @@ pub(crate) fn parse_http_date(s: &str) -> Option<u64> {
     };
     let m = MONTHS.iter().position(|x| x == mon)? as u64 + 1;
     let (d, y): (u64, i64) = (d.parse().ok()?, y.parse().ok()?);
-    let hms: Vec<u64> = time.split(':').map(|t| t.parse().ok()).collect::<Option<_>>()?;
+    let hms: Vec<u64> = time
+        .split(':')
+        .map(|t| t.parse().ok())
+        .collect::<Option<_>>()?;
     let [hh, mm, ss] = hms.as_slice() else {
         return None;
     };
@@ -481,8 +484,6 @@ fn content_type_for(path: &str) -> &'static str {
 struct BigBlob {
     bytes: Bytes,
     sums: Sums,
-    sha256: String,
-    sha512: String,
 }
 
 fn big_blob(group: &str, artifact: &str, version: &str, size: usize) -> Arc<BigBlob> {
@@ -493,12 +494,8 @@ fn big_blob(group: &str, artifact: &str, version: &str, size: usize) -> Arc<BigB
     let mut map = lock(cache);
     let blob = map.entry(key).or_insert_with(|| {
         let bytes = jar_bytes(group, artifact, version, size);
-        Arc::new(BigBlob {
-            sums: Sums::of(&bytes),
-            sha256: sha256_hex(&bytes),
-            sha512: sha512_hex(&bytes),
-            bytes,
-        })
+        let sums = Sums::of(&bytes);
+        Arc::new(BigBlob { sums, bytes })
     });
     Arc::clone(blob)
 }
@@ -800,6 +797,16 @@ impl FakeMaven {
         }
     }
 
+    /// Send these `X-Checksum-Sha1`/`X-Checksum-Md5` values for `path` (e.g. wrong ones).
+    pub(crate) fn set_checksum_headers(&self, path: &str, sha1: &str, md5: &str) {
+        if let Some(e) = self.state().files.get_mut(norm(path)) {
+            e.headers = Some(Sums {
+                sha1: sha1.to_owned(),
+                md5: md5.to_owned(),
+            });
+        }
+    }
+
     /// A release `group:artifact:version`: pom, jar (24 kB) and sources jar (8 kB) at their
     /// layout paths, each with `checksums`.
     pub(crate) fn add_release(
@@ -810,11 +817,7 @@ impl FakeMaven {
         checksums: Checksums,
     ) -> ReleasePaths {
         let paths = release_paths(group, artifact, version);
-        self.put(
-            &paths.pom,
-            pom_bytes(group, artifact, version),
-            checksums,
-        );
+        self.put(&paths.pom, pom_bytes(group, artifact, version), checksums);
         self.put(
             &paths.jar,
             jar_bytes(group, artifact, version, 24 * 1024),
@@ -846,17 +849,22 @@ impl FakeMaven {
     /// A jar of `size` bytes at its release path with Maven Central's checksums (headers and
     /// `.sha1`/`.md5`), plus a pom. The bytes and digests are generated once per process, so
     /// 100 MB costs little after the first test that asks. Returns the jar's path.
-    pub(crate) fn add_big(&self, group: &str, artifact: &str, version: &str, size: usize) -> String {
+    pub(crate) fn add_big(
+        &self,
+        group: &str,
+        artifact: &str,
+        version: &str,
+        size: usize,
+    ) -> String {
         let paths = release_paths(group, artifact, version);
         let blob = big_blob(group, artifact, version, size);
-        let sha2 = [blob.sha256.clone(), blob.sha512.clone()];
         let mut st = self.state();
         st.put_with(
             &paths.jar,
             blob.bytes.clone(),
             Checksums::central(),
             &blob.sums,
-            &sha2,
+            &[],
         );
         let pom = pom_bytes(group, artifact, version);
         let sums = Sums::of(&pom);
@@ -1278,7 +1286,12 @@ impl Inner {
     }
 
     /// Range, HEAD and body faults for a 200/206 response (no Content-Type).
-    fn content(self: &Arc<Self>, req: &Request<Incoming>, data: Bytes, fault: Fault) -> Response<Body> {
+    fn content(
+        self: &Arc<Self>,
+        req: &Request<Incoming>,
+        data: Bytes,
+        fault: Fault,
+    ) -> Response<Body> {
         let total = data.len();
         let range = req
             .headers()
@@ -1417,7 +1430,8 @@ mod tests {
         assert_eq!(j.len(), 100);
         assert_eq!(&j[..4], b"PK\x03\x04");
         assert_eq!(j, jar_bytes("g", "a", "1", 100));
-        let xml = artifact_metadata_xml("g", "a", &["1.0", "1.1", "2.0-SNAPSHOT"], "20240101000000");
+        let xml =
+            artifact_metadata_xml("g", "a", &["1.0", "1.1", "2.0-SNAPSHOT"], "20240101000000");
         assert!(xml.contains("<latest>2.0-SNAPSHOT</latest>"));
         assert!(xml.contains("<release>1.1</release>"));
         let snap = snapshot_metadata_xml("g", "a", "1.0-SNAPSHOT", "20240101.123456", 3);

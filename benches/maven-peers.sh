@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# maven-peers.sh — the Maven workloads of ../shared/bench against nginx proxy_cache and
+# pinproxy in one run on this machine: cold and warm `mvn dependency:get` of
+# org.apache.xmlgraphics:fop:2.8 with a fresh local repository and --strict-checksums, warm
+# pom GETs at 64 connections, warm throughput of the largest jar over 1 and 8 connections,
+# and the resident memory of each peer.
+#
+#   cargo build --release && benches/maven-peers.sh
+# Env: LOAD_SECONDS (default 10), PEERS (default "nginx-maven-cache pinproxy").
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+BENCH="${BENCH_DIR:-$ROOT/../shared/bench}"
+BENCH="$(cd "$BENCH" && pwd)"
+source "$BENCH/lib.sh"
+export LOAD_SECONDS="${LOAD_SECONDS:-10}"
+PEERS="${PEERS:-nginx-maven-cache pinproxy}"
+STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
+export RESULTS="$OUT/results-pinproxy-maven-$STAMP.jsonl"
+: > "$RESULTS"
+
+peer_script() { if [ "$1" = pinproxy ]; then echo "$ROOT/benches/peer-pinproxy.sh"; else echo "$BENCH/peers/$1.sh"; fi; }
+mirror_of() { if [ "$1" = pinproxy ]; then echo "$2/maven/"; else echo "$2/"; fi; }
+cleanup() {
+  for p in $PEERS; do "$(peer_script "$p")" stop >/dev/null 2>&1 || true; done
+  "$BENCH/upstreams/maven-upstream.sh" stop >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+"$BENCH/upstreams/maven-upstream.sh" start >/dev/null
+export UPSTREAM_HITS_CMD="$BENCH/upstreams/hits.sh maven"
+for peer in $PEERS; do
+  s="$(peer_script "$peer")"
+  export PEER="$peer"
+  log "== maven: $peer"
+  url="$("$s" start)"; mirror="$(mirror_of "$peer" "$url")"
+  emit_rss "$peer" idle
+  "$BENCH/workloads/maven.sh" get "$mirror" cold || true
+  "$BENCH/workloads/maven.sh" get "$mirror" warm || true
+  emit_rss "$peer" after-get
+  "$BENCH/workloads/maven.sh" load "$mirror" || true
+  emit_rss "$peer" after-load
+  "$s" stop
+done
+export PEER=direct-upstream
+"$BENCH/workloads/maven.sh" get http://127.0.0.1:8081/ cold || true
+"$BENCH/report.sh" "$RESULTS" > "$OUT/report-pinproxy-maven-$STAMP.md" || true
+cat "$OUT/report-pinproxy-maven-$STAMP.md" || true
+echo "results: $RESULTS"
