@@ -130,12 +130,14 @@ impl Fill {
 pub struct Fills {
     store: Arc<Store>,
     metrics: Arc<Metrics>,
+    recorder: Recorder,
     inflight: Mutex<HashMap<String, Arc<Fill>>>,
 }
 
 impl Fills {
     pub fn new(store: Arc<Store>, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Self {
+            recorder: Recorder::start(store.clone()),
             store,
             metrics,
             inflight: Mutex::new(HashMap::new()),
@@ -334,16 +336,10 @@ impl Fills {
         .await?
         .map_err(|e| self.store_error(&e))?;
         let evs = events(&verified, media_type.as_deref());
-        let store = self.store.clone();
-        blocking(move || -> Result<(), crate::store::StoreError> {
-            let now = SystemTime::now();
-            for e in evs {
-                store.record(e, now)?;
-            }
-            Ok(())
-        })
-        .await?
-        .map_err(|e| self.store_error(&e))?;
+        self.recorder
+            .record(evs)
+            .await?
+            .map_err(|e| self.store_error(&e))?;
         self.metrics.inc(
             "pinproxy_fills_total",
             &[("upstream", &upstream), ("outcome", "pinned")],
@@ -390,6 +386,89 @@ impl Fills {
             path: (**path).clone(),
             source: io::Error::new(e.kind(), e.to_string()),
         })
+    }
+}
+
+type RecordReply = tokio::sync::oneshot::Sender<Result<(), crate::store::StoreError>>;
+
+/// Group commit for fills: one thread owns journal appends for fills and records the events
+/// of every fill that finished meanwhile with one fsync (`Store::record_groups`). Concurrent
+/// cold pulls then share fsyncs instead of queueing behind each other's; a fill still
+/// completes only once its own records are durable.
+struct Recorder {
+    tx: Option<std::sync::mpsc::Sender<(Vec<Event>, RecordReply)>>,
+    /// Joined on drop, so the store (and its index lock) is released when `Fills` is.
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Recorder {
+    /// Most fills' events recorded with one fsync.
+    const MAX_GROUPS: usize = 256;
+
+    fn start(store: Arc<Store>) -> Self {
+        let (tx, rx) = std::sync::mpsc::channel::<(Vec<Event>, RecordReply)>();
+        let spawned = std::thread::Builder::new()
+            .name("pinproxy-recorder".to_owned())
+            .spawn(move || {
+                // Ends when every sender is gone (the `Fills` was dropped).
+                while let Ok(first) = rx.recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < Self::MAX_GROUPS {
+                        match rx.try_recv() {
+                            Ok(more) => batch.push(more),
+                            Err(_) => break,
+                        }
+                    }
+                    let now = SystemTime::now();
+                    let (groups, replies): (Vec<_>, Vec<_>) = batch
+                        .into_iter()
+                        .map(|(evs, reply)| (evs.into_iter().map(|e| (e, now)).collect(), reply))
+                        .unzip();
+                    // A panic drops this batch's replies (those fills fail), not the thread.
+                    let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        store.record_groups(groups)
+                    }));
+                    if let Ok(results) = results {
+                        for (result, reply) in results.into_iter().zip(replies) {
+                            let _ = reply.send(result.map(|_| ()));
+                        }
+                    }
+                }
+            });
+        let thread = match spawned {
+            Ok(t) => Some(t),
+            Err(e) => {
+                // Without the thread every record fails loudly (below), nothing is pinned.
+                tracing::error!("cannot start the journal recorder thread: {e}");
+                None
+            }
+        };
+        Self {
+            tx: Some(tx),
+            thread,
+        }
+    }
+
+    async fn record(
+        &self,
+        events: Vec<Event>,
+    ) -> Result<Result<(), crate::store::StoreError>, Error> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .as_ref()
+            .and_then(|tx| tx.send((events, reply)).ok())
+            .ok_or_else(|| Error::internal("the journal recorder thread is gone"))?;
+        rx.await
+            .map_err(|_| Error::internal("the journal recorder thread is gone"))
     }
 }
 

@@ -154,7 +154,20 @@ impl Journal {
 
     /// Appends one record and syncs it to disk before returning its seq and
     /// payload hash.
+    #[cfg(test)]
     pub(crate) fn append(
+        &mut self,
+        time_ms: u64,
+        event: &Event,
+    ) -> Result<(u64, [u8; 32]), StoreError> {
+        let appended = self.append_unsynced(time_ms, event)?;
+        self.sync_appended()?;
+        Ok(appended)
+    }
+
+    /// Writes one record without waiting for the disk; [`Journal::sync_appended`]
+    /// makes every record written so far durable (one fsync for a batch).
+    pub(crate) fn append_unsynced(
         &mut self,
         time_ms: u64,
         event: &Event,
@@ -204,16 +217,24 @@ impl Journal {
             }
             return Err(StoreError::io("append to", &self.path)(e));
         }
+        self.len += frame.len() as u64;
+        self.last_seq = seq;
+        self.last_hash = Sha256::digest(&payload).into();
+        Ok((seq, self.last_hash))
+    }
+
+    /// Makes every appended record durable.
+    pub(crate) fn sync_appended(&mut self) -> Result<(), StoreError> {
+        if self.poisoned {
+            return Err(StoreError::JournalPoisoned);
+        }
         if let Err(e) = self.file.sync_data() {
             // After a failed fsync the kernel may have dropped the dirty
             // pages and a retry can falsely succeed: don't trust this file.
             self.poisoned = true;
             return Err(StoreError::io("sync", &self.path)(e));
         }
-        self.len += frame.len() as u64;
-        self.last_seq = seq;
-        self.last_hash = Sha256::digest(&payload).into();
-        Ok((seq, self.last_hash))
+        Ok(())
     }
 
     pub(crate) fn sync(&self) -> Result<(), StoreError> {

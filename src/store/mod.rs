@@ -467,45 +467,136 @@ impl Store {
     /// is a no-op returning the existing record's seq. The content file must
     /// already be published.
     pub fn record(&self, event: Event, time: SystemTime) -> Result<u64, StoreError> {
+        self.record_groups(vec![vec![(event, time)]])
+            .pop()
+            .unwrap_or(Err(StoreError::JournalPoisoned))
+            .map(|seqs| seqs.first().copied().unwrap_or(0))
+    }
+
+    /// Records groups of events with one fsync for all of them (group commit).
+    /// Each group is recorded as consecutive [`Store::record`] calls would be:
+    /// in order, a later pin seeing the earlier ones, stopping at the group's
+    /// first failure. Then the journal is synced once and the index updated.
+    /// One result per group (the seqs of its events); no group is reported
+    /// recorded before its records are durable.
+    pub fn record_groups(
+        &self,
+        groups: Vec<Vec<(Event, SystemTime)>>,
+    ) -> Vec<Result<Vec<u64>, StoreError>> {
+        let Ok(mut journal) = self.lock_journal() else {
+            return groups
+                .iter()
+                .map(|_| Err(StoreError::JournalPoisoned))
+                .collect();
+        };
+        if self.index_behind.load(Ordering::Acquire) {
+            // Conflicts are checked against the index: never append past a stale one.
+            if let Err(e) = self.catch_up(&journal) {
+                let reason = e.to_string();
+                let mut first = Some(e);
+                return groups
+                    .iter()
+                    .map(|_| {
+                        Err(first
+                            .take()
+                            .unwrap_or_else(|| StoreError::Index(reason.clone())))
+                    })
+                    .collect();
+            }
+        }
+        // Pins appended in this batch, not yet in the index.
+        let mut pending: std::collections::HashMap<String, (ContentHash, u64)> =
+            std::collections::HashMap::new();
+        let mut appended = Vec::new();
+        let mut results: Vec<Result<Vec<u64>, StoreError>> = Vec::with_capacity(groups.len());
+        for (g, group) in groups.into_iter().enumerate() {
+            let mut seqs = Vec::with_capacity(group.len());
+            let mut failed = None;
+            for (event, time) in group {
+                match self.check_event(&event, &pending) {
+                    Err(e) => failed = Some(e),
+                    Ok(Some(existing_seq)) => seqs.push(existing_seq),
+                    Ok(None) => {
+                        let time_ms = time
+                            .duration_since(UNIX_EPOCH)
+                            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                        match journal.append_unsynced(time_ms, &event) {
+                            Err(e) => failed = Some(e),
+                            Ok((seq, hash)) => {
+                                if let Event::Pin(pin) = &event {
+                                    pending.insert(pin.coordinate.clone(), (pin.sha256, seq));
+                                }
+                                appended.push((g, seq, hash, time_ms, event));
+                                seqs.push(seq);
+                            }
+                        }
+                    }
+                }
+                if failed.is_some() {
+                    break;
+                }
+            }
+            results.push(match failed {
+                Some(e) => Err(e),
+                None => Ok(seqs),
+            });
+        }
+        if appended.is_empty() {
+            return results;
+        }
+        if let Err(e) = journal.sync_appended() {
+            // Not durable: no group with an append in this batch may be reported done.
+            let mut first = Some(e);
+            for (g, ..) in &appended {
+                if results[*g].is_ok() || first.is_some() {
+                    results[*g] = Err(first.take().unwrap_or(StoreError::JournalPoisoned));
+                }
+            }
+            return results;
+        }
+        // The records are durable, so the events have happened whatever the
+        // index does; a failed index update is caught up from the journal later.
+        for (_, seq, hash, time_ms, event) in appended {
+            if let Err(e) = self.index.apply(seq, &hash, time_ms, event) {
+                tracing::error!(seq, error = %e, "cannot apply a journaled event to the index; will catch up");
+                self.index_behind.store(true, Ordering::Release);
+            }
+        }
+        results
+    }
+
+    /// Whether `event` may be appended: `Ok(Some(seq))` when it repeats an
+    /// existing pin (nothing to write), `Ok(None)` when it is new.
+    fn check_event(
+        &self,
+        event: &Event,
+        pending: &std::collections::HashMap<String, (ContentHash, u64)>,
+    ) -> Result<Option<u64>, StoreError> {
         let coordinate = event.coordinate();
         if coordinate.is_empty() || coordinate.contains('\0') {
             return Err(StoreError::InvalidCoordinate(coordinate.to_owned()));
         }
         let (sha256, size) = event.content();
         self.check_published(sha256, size)?;
-
-        let mut journal = self.lock_journal()?;
-        if self.index_behind.load(Ordering::Acquire) {
-            self.catch_up(&journal)?;
-        }
-        let existing = match &event {
-            Event::Pin(pin) => self.index.pin(&pin.coordinate)?.map(|e| (pin, e)),
-            Event::Resolve(_) => None,
+        let Event::Pin(pin) = event else {
+            return Ok(None);
+        };
+        let existing = match pending.get(&pin.coordinate) {
+            Some((hash, seq)) => Some((*hash, *seq)),
+            None => self
+                .index
+                .pin(&pin.coordinate)?
+                .map(|e| (e.pin.sha256, e.seq)),
         };
         match existing {
-            Some((pin, existing)) if existing.pin.sha256 == pin.sha256 => return Ok(existing.seq),
-            Some((pin, existing)) => {
-                return Err(StoreError::PinConflict {
-                    coordinate: pin.coordinate.clone(),
-                    existing: existing.pin.sha256,
-                    new: pin.sha256,
-                });
-            }
-            None => {}
+            Some((hash, seq)) if hash == pin.sha256 => Ok(Some(seq)),
+            Some((hash, _)) => Err(StoreError::PinConflict {
+                coordinate: pin.coordinate.clone(),
+                existing: hash,
+                new: pin.sha256,
+            }),
+            None => Ok(None),
         }
-
-        let time_ms = time
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        let (seq, hash) = journal.append(time_ms, &event)?;
-
-        // The record is durable, so the event has happened whatever the index
-        // does; a failed index update is caught up from the journal later.
-        if let Err(e) = self.index.apply(seq, &hash, time_ms, event) {
-            tracing::error!(seq, error = %e, "cannot apply a journaled event to the index; will catch up");
-            self.index_behind.store(true, Ordering::Release);
-        }
-        Ok(seq)
     }
 
     pub fn pin(&self, coordinate: &str) -> Result<Option<PinEntry>, StoreError> {

@@ -782,3 +782,43 @@ fn concurrent_records() {
         40
     );
 }
+
+#[test]
+fn record_groups_share_one_sync_and_keep_each_groups_semantics() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let a = pin_event(&store, "oci:x/a@1", b"a-bytes");
+    let a_other = pin_event(&store, "oci:x/a@1", b"other-bytes");
+    let b = pin_event(&store, "oci:x/b@1", b"b-bytes");
+    let tag = resolve_event(&store, "oci:x/b:latest", b"b-bytes");
+    let c = pin_event(&store, "oci:x/c@1", b"c-bytes");
+    let results = store.record_groups(vec![
+        vec![(a.clone(), t(1))],
+        // Conflicts with a pin appended earlier in the same batch (not yet in the index):
+        // refused, and the rest of this group is not recorded.
+        vec![(a_other, t(2)), (c, t(2))],
+        vec![(b, t(3)), (tag, t(3))],
+        // Repeating a pin of this batch is a no-op that returns its seq.
+        vec![(a, t(4))],
+    ]);
+    assert_eq!(results[0].as_ref().unwrap(), &vec![1]);
+    assert!(
+        matches!(results[1], Err(StoreError::PinConflict { .. })),
+        "{:?}",
+        results[1]
+    );
+    assert_eq!(results[2].as_ref().unwrap(), &vec![2, 3]);
+    assert_eq!(results[3].as_ref().unwrap(), &vec![1]);
+    assert!(store.pin("oci:x/c@1").unwrap().is_none());
+    drop(store);
+    // Durable and chained: a reopen (and a full journal check) sees exactly those records.
+    let report = verify_journal(&dir.path().join("journal")).unwrap();
+    assert!(report.problems.is_empty(), "{report:?}");
+    assert_eq!(report.records, 3);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        store.pin("oci:x/a@1").unwrap().unwrap().pin.sha256,
+        ContentHash::of(b"a-bytes")
+    );
+    assert_eq!(store.resolution("oci:x/b:latest").unwrap().unwrap().seq, 3);
+}
