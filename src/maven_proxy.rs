@@ -444,7 +444,6 @@ impl MavenService {
                 coord: coord.clone(),
                 content_type,
                 signature,
-                store: self.store.clone(),
                 metrics: self.metrics.clone(),
             })
         });
@@ -502,15 +501,25 @@ impl MavenService {
         }
         let coord = coordinate(&req.path.kind)
             .ok_or_else(|| Error::internal(format!("{}: sidecar without coordinates", req.rel)))?;
+        let target_coord = coordinate(of)
+            .ok_or_else(|| Error::internal(format!("{}: target without coordinates", req.rel)))?;
+        let target = self.pinned(&target_coord).await?;
+        // The member's own sidecar, kept in the pin when the file was verified against it.
+        if let Some(text) = target
+            .as_ref()
+            .and_then(|(_, e)| e.pin.digests.get(&sidecar_key(algorithm)))
+        {
+            CacheOutcome::Hit.record();
+            let mut meta = sidecar_headers();
+            meta.etag = Some(format!("sha256:{}", ContentHash::of(text.as_bytes())));
+            return serve::object_bytes(Bytes::from(text.clone()), &meta, headers, head);
+        }
         if let Some((obj, entry)) = self.pinned(&coord).await? {
             CacheOutcome::Hit.record();
             return self
                 .serve_pinned(obj, &pinned_headers("text/plain", &entry), headers, head)
                 .await;
         }
-        let target_coord = coordinate(of)
-            .ok_or_else(|| Error::internal(format!("{}: target without coordinates", req.rel)))?;
-        let target = self.pinned(&target_coord).await?;
         let target_pin = target.as_ref().map(|(_, e)| e.clone());
         // A computed sidecar is true only for bytes that were verified (or when asked for).
         let computable = target.filter(|(_, e)| {
@@ -764,7 +773,6 @@ struct FileFetch {
     coord: String,
     content_type: &'static str,
     signature: bool,
-    store: Arc<Store>,
     metrics: Arc<Metrics>,
 }
 
@@ -881,28 +889,16 @@ async fn file_source(f: &FileFetch, m: &Member, resp: reqwest::Response) -> Resu
             &hex::encode(d),
         );
     }
-    // A fetched sidecar is kept as the file's own, once the file verified against it.
-    let mut sidecar_pin = None;
+    // A fetched sidecar is the member's own statement about the file: kept verbatim in the
+    // pin (journalled with it, no content file of its own) and served as the file's sidecar.
     if let Some(Offered {
         sidecar: Some((a, bytes)),
         ..
     }) = &offered
     {
-        let store = f.store.clone();
-        let b = bytes.clone();
-        let (hash, _) = tokio::task::spawn_blocking(move || store.put_bytes(&b))
-            .await
-            .map_err(|e| Error::internal(e.to_string()))?
-            .map_err(|e| Error::store(&e))?;
-        sidecar_pin = Some(Pin {
-            coordinate: format!("{}.{}", f.coord, a.as_str()),
-            sha256: hash,
-            size: bytes.len() as u64,
-            media_type: Some("text/plain".to_owned()),
-            upstream: m.name().to_owned(),
-            digests: BTreeMap::new(),
-            verified: PinVerified::Digest,
-        });
+        if let Some(text) = sidecar_text(bytes) {
+            digests.insert(sidecar_key(*a), text);
+        }
     }
     let total = upstream::content_length(&h);
     let name = m.name().to_owned();
@@ -933,7 +929,7 @@ async fn file_source(f: &FileFetch, m: &Member, resp: reqwest::Response) -> Resu
             if let Some(l) = verified_label {
                 digests.insert("verified".to_owned(), l);
             }
-            let mut evs = vec![Event::Pin(Pin {
+            vec![Event::Pin(Pin {
                 coordinate: coord,
                 sha256: v.sha256,
                 size: v.size,
@@ -945,9 +941,7 @@ async fn file_source(f: &FileFetch, m: &Member, resp: reqwest::Response) -> Resu
                 } else {
                     PinVerified::FirstSeen
                 },
-            })];
-            evs.extend(sidecar_pin.map(Event::Pin));
-            evs
+            })]
         }),
     })
 }
@@ -1434,6 +1428,20 @@ fn pinned_headers(content_type: &'static str, entry: &PinEntry) -> ObjectHeaders
         cache_control: Some(IMMUTABLE),
         extra,
     }
+}
+
+/// The pin's `digests` key holding the member's own sidecar body for `algorithm`.
+fn sidecar_key(algorithm: ChecksumAlgorithm) -> String {
+    format!("{}_sidecar", algorithm.as_str())
+}
+
+/// A sidecar body worth keeping verbatim: short printable ASCII (a digest, maybe a file name).
+fn sidecar_text(body: &[u8]) -> Option<String> {
+    (body.len() <= 512
+        && body
+            .iter()
+            .all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace()))
+    .then(|| String::from_utf8_lossy(body).into_owned())
 }
 
 /// A digest of a pinned file's bytes, when it is known.
