@@ -10,13 +10,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
-use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -27,15 +25,13 @@ use http_body::Frame;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt as _, Empty, Full, StreamBody};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use serde_json::{Map, Value, json};
 use sha1::Sha1;
 use sha2::{Digest as _, Sha256, Sha512};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::AbortHandle;
+
+use super::http_server::{self, ServerHandle, bind, lock};
 
 /// Media type of the abbreviated packument.
 pub(crate) const CORGI: &str = "application/vnd.npm.install-v1+json";
@@ -715,30 +711,6 @@ struct Inner {
     release: watch::Sender<u64>,
 }
 
-/// Accept loop plus its live connections. The listener sits in a shared slot so that
-/// `abort` closes the port synchronously, even before the aborted task is dropped.
-struct ServerHandle {
-    listener: Arc<Mutex<Option<TcpListener>>>,
-    accept: AbortHandle,
-    conns: Arc<Mutex<Vec<AbortHandle>>>,
-}
-
-impl ServerHandle {
-    fn abort(&self) {
-        drop(lock(&self.listener).take());
-        self.accept.abort();
-        for c in lock(&self.conns).drain(..) {
-            c.abort();
-        }
-    }
-}
-
-impl Drop for ServerHandle {
-    fn drop(&mut self) {
-        self.abort();
-    }
-}
-
 pub(crate) struct FakeNpm {
     inner: Arc<Inner>,
     addr: SocketAddr,
@@ -751,60 +723,8 @@ impl Drop for FakeNpm {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Bind, retrying for a while if the port is still held by a just-stopped instance.
-async fn bind(addr: SocketAddr) -> TcpListener {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        match TcpListener::bind(addr).await {
-            Ok(l) => return l,
-            Err(e) if e.kind() == io::ErrorKind::AddrInUse && Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(e) => panic!("fake_npm: cannot bind {addr}: {e}"),
-        }
-    }
-}
-
 fn spawn_server(listener: TcpListener, inner: Arc<Inner>) -> ServerHandle {
-    let slot = Arc::new(Mutex::new(Some(listener)));
-    let conns = Arc::new(Mutex::new(Vec::<AbortHandle>::new()));
-    let (slot_in_loop, conns_in_loop) = (Arc::clone(&slot), Arc::clone(&conns));
-    let accept = tokio::spawn(async move {
-        loop {
-            let accepted = poll_fn(|cx| match lock(&slot_in_loop).as_ref() {
-                Some(listener) => listener.poll_accept(cx).map(Some),
-                None => Poll::Ready(None),
-            });
-            let stream = match accepted.await {
-                Some(Ok((stream, _))) => stream,
-                Some(Err(_)) => {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-                None => return,
-            };
-            let _ = stream.set_nodelay(true);
-            let inner = Arc::clone(&inner);
-            let task = tokio::spawn(async move {
-                let svc = service_fn(move |req| Arc::clone(&inner).handle(req));
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-            let mut conns = lock(&conns_in_loop);
-            conns.retain(|c| !c.is_finished());
-            conns.push(task.abort_handle());
-        }
-    });
-    ServerHandle {
-        listener: slot,
-        accept: accept.abort_handle(),
-        conns,
-    }
+    http_server::spawn(listener, move |req| Arc::clone(&inner).handle(req))
 }
 
 impl FakeNpm {
@@ -815,7 +735,7 @@ impl FakeNpm {
 
     /// Start with empty state on `addr` (e.g. the address of a stopped instance).
     pub(crate) async fn start_on(addr: SocketAddr) -> Self {
-        let listener = bind(addr).await;
+        let listener = bind("fake_npm", addr).await;
         let addr = listener.local_addr().expect("local_addr");
         let inner = Arc::new(Inner {
             state: Mutex::new(State {
@@ -849,7 +769,7 @@ impl FakeNpm {
     /// Listen again on the same address after [`Self::stop`], keeping content and counters.
     pub(crate) async fn restart(&self) {
         self.stop();
-        let listener = bind(self.addr).await;
+        let listener = bind("fake_npm", self.addr).await;
         *lock(&self.server) = Some(spawn_server(listener, Arc::clone(&self.inner)));
     }
 

@@ -1,6 +1,7 @@
 pub(crate) mod fake_maven;
 pub(crate) mod fake_npm;
 pub(crate) mod fake_oci;
+pub(crate) mod http_server;
 pub(crate) mod proxy;
 pub(crate) mod registry;
 pub(crate) mod static_repo;

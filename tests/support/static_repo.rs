@@ -13,26 +13,22 @@
 #![allow(dead_code)]
 
 use std::convert::Infallible;
-use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use md5::Md5;
 use sha1::{Digest as _, Sha1};
 use tokio::net::TcpListener;
-use tokio::task::AbortHandle;
+
+use super::http_server::{self, ServerHandle, lock};
 
 /// Where Debian's Java packages install their Maven-layout repository.
 pub(crate) const DEBIAN_MAVEN_REPO: &str = "/usr/share/maven-repo";
@@ -51,30 +47,6 @@ struct Inner {
     log: Mutex<Vec<Logged>>,
 }
 
-/// Accept loop plus its live connections. The listener sits in a shared slot so that
-/// `abort` closes the port synchronously, even before the aborted task is dropped.
-struct ServerHandle {
-    listener: Arc<Mutex<Option<TcpListener>>>,
-    accept: AbortHandle,
-    conns: Arc<Mutex<Vec<AbortHandle>>>,
-}
-
-impl ServerHandle {
-    fn abort(&self) {
-        drop(lock(&self.listener).take());
-        self.accept.abort();
-        for c in lock(&self.conns).drain(..) {
-            c.abort();
-        }
-    }
-}
-
-impl Drop for ServerHandle {
-    fn drop(&mut self) {
-        self.abort();
-    }
-}
-
 /// A static file server on `127.0.0.1:<ephemeral>` over one directory.
 pub(crate) struct StaticRepo {
     inner: Arc<Inner>,
@@ -88,13 +60,10 @@ impl Drop for StaticRepo {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl StaticRepo {
     /// Serves the files under `root`.
     pub(crate) async fn start(root: impl Into<PathBuf>) -> Self {
+        // Always a fresh ephemeral port (no restart), so no need for `http_server::bind`'s retry.
         let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
             .expect("static_repo: bind 127.0.0.1:0");
@@ -157,41 +126,7 @@ impl StaticRepo {
 }
 
 fn spawn_server(listener: TcpListener, inner: Arc<Inner>) -> ServerHandle {
-    let slot = Arc::new(Mutex::new(Some(listener)));
-    let conns = Arc::new(Mutex::new(Vec::<AbortHandle>::new()));
-    let (slot_in_loop, conns_in_loop) = (Arc::clone(&slot), Arc::clone(&conns));
-    let accept = tokio::spawn(async move {
-        loop {
-            let accepted = poll_fn(|cx| match lock(&slot_in_loop).as_ref() {
-                Some(listener) => listener.poll_accept(cx).map(Some),
-                None => Poll::Ready(None),
-            });
-            let stream = match accepted.await {
-                Some(Ok((stream, _))) => stream,
-                Some(Err(_)) => {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-                None => return,
-            };
-            let _ = stream.set_nodelay(true);
-            let inner = Arc::clone(&inner);
-            let task = tokio::spawn(async move {
-                let svc = service_fn(move |req| Arc::clone(&inner).handle(req));
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-            let mut conns = lock(&conns_in_loop);
-            conns.retain(|c| !c.is_finished());
-            conns.push(task.abort_handle());
-        }
-    });
-    ServerHandle {
-        listener: slot,
-        accept: accept.abort_handle(),
-        conns,
-    }
+    http_server::spawn(listener, move |req| Arc::clone(&inner).handle(req))
 }
 
 /// The file under `root` that `path` names, if it is a plain relative path: no `..`, no
