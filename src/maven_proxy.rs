@@ -82,6 +82,10 @@ struct Member {
     cfg: MavenUpstreamConfig,
     /// Identity encoding: files are hashed exactly as sent.
     client: reqwest::Client,
+    /// Whether the member's last file came with `X-Checksum-*` headers: 0 unknown, 1 yes,
+    /// 2 no. Of a member that sends none, the `.sha1` is asked for together with the file,
+    /// which saves a round trip per cold file (a remote Nexus, a static file server).
+    sends_checksums: std::sync::atomic::AtomicU8,
 }
 
 impl Member {
@@ -285,6 +289,7 @@ impl MavenService {
                 Ok(Arc::new(Member {
                     cfg: u.clone(),
                     client,
+                    sends_checksums: std::sync::atomic::AtomicU8::new(0),
                 }))
             })
             .collect::<Result<Vec<_>, String>>()?;
@@ -788,7 +793,18 @@ struct Offered {
 async fn fetch_file(f: FileFetch) -> Result<Source, Error> {
     let mut failure: Option<Error> = None;
     for m in &f.members {
-        let resp = match ask(m, &f.rel, HeaderMap::new(), &f.metrics).await {
+        let learned_none = m.sends_checksums.load(std::sync::atomic::Ordering::Relaxed) == 2;
+        let (answer, early_sha1) = if learned_none && !f.signature {
+            let sha1 = format!("{}.sha1", f.rel);
+            let (a, s) = tokio::join!(
+                ask(m, &f.rel, HeaderMap::new(), &f.metrics),
+                fetch_small(m, &sha1, &f.metrics)
+            );
+            (a, Some(s))
+        } else {
+            (ask(m, &f.rel, HeaderMap::new(), &f.metrics).await, None)
+        };
+        let resp = match answer {
             Answer::Found(r) if r.status() == StatusCode::OK => r,
             Answer::Found(r) => {
                 failure.get_or_insert(Error::upstream(
@@ -803,12 +819,18 @@ async fn fetch_file(f: FileFetch) -> Result<Source, Error> {
                 continue;
             }
         };
-        return file_source(&f, m, resp).await;
+        return file_source(&f, m, resp, early_sha1).await;
     }
     Err(failure.unwrap_or_else(|| not_found(&f.rel)))
 }
 
-async fn file_source(f: &FileFetch, m: &Member, resp: reqwest::Response) -> Result<Source, Error> {
+/// `early_sha1` is the member's `.sha1`, when it was asked for together with the file.
+async fn file_source(
+    f: &FileFetch,
+    m: &Member,
+    resp: reqwest::Response,
+    early_sha1: Option<Result<Option<Bytes>, Error>>,
+) -> Result<Source, Error> {
     let h = resp.headers().clone();
     let header = |a| maven::checksum::from_headers(&h, a);
     let mut digests = BTreeMap::new();
@@ -838,8 +860,16 @@ async fn file_source(f: &FileFetch, m: &Member, resp: reqwest::Response) -> Resu
             label,
             sidecar: None,
         }),
-        None => offered_by_sidecar(m, &f.rel, &f.metrics).await?,
+        None => offered_by_sidecar(m, &f.rel, &f.metrics, early_sha1).await?,
     };
+    m.sends_checksums.store(
+        if offered.as_ref().is_some_and(|o| o.sidecar.is_none()) {
+            1
+        } else {
+            2
+        },
+        std::sync::atomic::Ordering::Relaxed,
+    );
     if offered.is_none() && !f.signature {
         match m.cfg.missing_checksum {
             MissingChecksum::Fail => {
@@ -953,6 +983,7 @@ async fn offered_by_sidecar(
     m: &Member,
     rel: &str,
     metrics: &Metrics,
+    mut early_sha1: Option<Result<Option<Bytes>, Error>>,
 ) -> Result<Option<Offered>, Error> {
     for a in [
         ChecksumAlgorithm::Sha1,
@@ -960,7 +991,11 @@ async fn offered_by_sidecar(
         ChecksumAlgorithm::Sha256,
     ] {
         let side = format!("{rel}.{}", a.as_str());
-        let Some(body) = fetch_small(m, &side, metrics).await? else {
+        let fetched = match early_sha1.take() {
+            Some(early) if a == ChecksumAlgorithm::Sha1 => early,
+            _ => fetch_small(m, &side, metrics).await,
+        };
+        let Some(body) = fetched? else {
             continue;
         };
         let parsed = maven::checksum::parse_sidecar(&body, a)
