@@ -325,16 +325,11 @@ impl Fills {
         let store = self.store.clone();
         let temp_path: PathBuf = (**temp).clone();
         let hash = verified.sha256;
-        let path = blocking(move || {
-            file.sync_all().map_err(|e| crate::store::StoreError::Io {
-                op: "fsync",
-                path: temp_path.clone(),
-                source: e,
-            })?;
-            store.publish(&temp_path, &hash)
-        })
-        .await?
-        .map_err(|e| self.store_error(&e))?;
+        // `publish` fsyncs the file before the rename: done once, there.
+        drop(file);
+        let path = blocking(move || store.publish(&temp_path, &hash))
+            .await?
+            .map_err(|e| self.store_error(&e))?;
         let evs = events(&verified, media_type.as_deref());
         self.recorder
             .record(evs)

@@ -681,10 +681,7 @@ impl MavenService {
                 return Ok((doc.clone(), None));
             }
         }
-        let members = match self.members_for(req) {
-            Ok(m) => m,
-            Err(e) => return Err(e),
-        };
+        let members = self.members_for(req)?;
         let ctx = RefreshCtx {
             members,
             store: self.store.clone(),
@@ -704,9 +701,9 @@ impl MavenService {
             .run(&req.rel, fut)
             .await
             .unwrap_or_else(|| Err(Error::internal("document refresh failed")));
-        match fetched {
-            Ok(doc) => {
-                if cached.as_ref().is_some_and(|c| c.sha256 == doc.sha256) {
+        match (fetched, cached) {
+            (Ok(doc), cached) => {
+                if cached.is_some_and(|c| c.sha256 == doc.sha256) {
                     CacheOutcome::Revalidated.record();
                 } else {
                     CacheOutcome::Miss.record();
@@ -714,14 +711,14 @@ impl MavenService {
                 self.docs.insert(req.rel.clone(), doc.clone());
                 Ok((doc, None))
             }
-            Err(e) if e.allows_stale() && cached.is_some() => {
+            (Err(e), Some(cached)) if e.allows_stale() => {
                 self.metrics
                     .inc("pinproxy_stale_served_total", &[("upstream", "maven")]);
                 warn!(path = %req.rel, "Maven upstreams failed, serving the stored document: {e}");
                 CacheOutcome::Stale.record();
-                Ok((cached.unwrap_or_else(|| unreachable!()), Some(e)))
+                Ok((cached, Some(e)))
             }
-            Err(e) => {
+            (Err(e), _) => {
                 if matches!(e.kind, ErrorKind::NotFound(_)) {
                     self.docs.invalidate(&req.rel);
                     self.remember_missing(&req.rel, self.cfg.not_found_ttl.min(ttl));
@@ -1375,30 +1372,13 @@ fn serve_doc(
             .body(body::empty())
             .map_err(|e| Error::internal(e.to_string()));
     }
-    let size = doc.bytes.len() as u64;
-    let (b, start, end) = match crate::range::parse(headers, size) {
-        Some(Ok((s, e))) => (
-            b.status(StatusCode::PARTIAL_CONTENT)
-                .header(header::CONTENT_RANGE, format!("bytes {s}-{}/{size}", e - 1)),
-            s,
-            e,
-        ),
-        Some(Err(())) => {
-            return Err(Error::client(
-                ErrorKind::RangeNotSatisfiable { size },
-                "requested range not satisfiable",
-            ));
-        }
-        None => (b.status(StatusCode::OK), 0, size),
-    };
+    let (b, start, end) = serve::ranged(b, headers, doc.bytes.len() as u64)?;
     let body = if head {
         body::empty()
     } else {
         body::full(doc.bytes.slice(start as usize..end as usize))
     };
-    b.header(header::CONTENT_LENGTH, end - start)
-        .body(body)
-        .map_err(|e| Error::internal(e.to_string()))
+    b.body(body).map_err(|e| Error::internal(e.to_string()))
 }
 
 /// `Some(false)` when the client's `If-Modified-Since` shows it has the current document.

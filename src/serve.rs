@@ -59,6 +59,34 @@ pub fn object(
     head: bool,
 ) -> Result<Response<Body>, Error> {
     let size = obj.size;
+    respond(meta, headers, head, size, |start, end| {
+        object_body(obj, start, end)
+    })
+}
+
+/// Serves a published object whose bytes are already in memory (small, hot objects): the
+/// same headers, validators and ranges as [`object`], without touching the disk.
+pub fn object_bytes(
+    bytes: bytes::Bytes,
+    meta: &ObjectHeaders,
+    headers: &HeaderMap,
+    head: bool,
+) -> Result<Response<Body>, Error> {
+    let size = bytes.len() as u64;
+    respond(meta, headers, head, size, |start, end| {
+        body::full(bytes.slice(start as usize..end as usize))
+    })
+}
+
+/// A complete object's response: 304 on a matching If-None-Match, else 200/206/416 with
+/// the body `body(start, end)` gives (none for HEAD).
+fn respond(
+    meta: &ObjectHeaders,
+    headers: &HeaderMap,
+    head: bool,
+    size: u64,
+    body: impl FnOnce(u64, u64) -> Body,
+) -> Result<Response<Body>, Error> {
     let b = meta.builder();
     if meta
         .etag
@@ -74,35 +102,7 @@ pub fn object(
     let body = if head {
         body::empty()
     } else {
-        object_body(obj, start, end)
-    };
-    b.body(body).map_err(|e| Error::internal(e.to_string()))
-}
-
-/// Serves a published object whose bytes are already in memory (small, hot objects): the
-/// same headers, validators and ranges as [`object`], without touching the disk.
-pub fn object_bytes(
-    bytes: bytes::Bytes,
-    meta: &ObjectHeaders,
-    headers: &HeaderMap,
-    head: bool,
-) -> Result<Response<Body>, Error> {
-    let b = meta.builder();
-    if meta
-        .etag
-        .as_deref()
-        .is_some_and(|e| etag_matches(headers, e))
-    {
-        return b
-            .status(StatusCode::NOT_MODIFIED)
-            .body(body::empty())
-            .map_err(|e| Error::internal(e.to_string()));
-    }
-    let (b, start, end) = ranged(b, headers, bytes.len() as u64)?;
-    let body = if head {
-        body::empty()
-    } else {
-        body::full(bytes.slice(start as usize..end as usize))
+        body(start, end)
     };
     b.body(body).map_err(|e| Error::internal(e.to_string()))
 }
@@ -147,7 +147,9 @@ pub async fn fill(
     b.body(body).map_err(|e| Error::internal(e.to_string()))
 }
 
-fn ranged(
+/// Status, `Content-Range` and `Content-Length` for a (possibly) ranged request of an object
+/// of `size` bytes, and the byte range to send.
+pub(crate) fn ranged(
     b: http::response::Builder,
     headers: &HeaderMap,
     size: u64,

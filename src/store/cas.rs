@@ -135,10 +135,11 @@ impl Store {
             return Ok((hash, path));
         }
         let (temp, mut file) = self.temp_file()?;
+        // `publish` fsyncs it.
         let written = file
             .write_all(bytes)
-            .and_then(|()| file.sync_all())
             .map_err(StoreError::io("write", &temp));
+        drop(file);
         if let Err(e) = written {
             self.discard_temp(&temp);
             return Err(e);
