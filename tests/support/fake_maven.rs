@@ -19,19 +19,17 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::stream;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body::Frame;
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt as _, Empty, Full, StreamBody};
+use http_body_util::{BodyExt as _, Empty, Full};
 use hyper::body::Incoming;
 use md5::Md5;
 use sha1::Sha1;
 use sha2::{Digest as _, Sha256, Sha512};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
+use super::body_faults::{self, BodyFault, Pause};
 use super::http_server::{self, ServerHandle, bind, lock};
 
 /// Size of body frames for streamed content.
@@ -64,6 +62,19 @@ pub(crate) enum Fault {
     PauseAfter { bytes: usize },
     /// Send `after` bytes, then neither send nor close (only if `after < len`).
     Stall { after: usize },
+}
+
+impl Fault {
+    /// The part of this fault that acts on the body stream.
+    fn body_fault(&self) -> BodyFault {
+        match *self {
+            Self::Truncate(n) => BodyFault::Truncate(n),
+            Self::Stall { after } => BodyFault::Stall { after },
+            Self::PauseAfter { bytes } => BodyFault::PauseAfter { bytes },
+            Self::SlowDrip { chunk, interval } => BodyFault::SlowDrip { chunk, interval },
+            _ => BodyFault::None,
+        }
+    }
 }
 
 /// Which checksum surfaces [`FakeMaven::put`] offers for a file.
@@ -578,9 +589,8 @@ struct Inner {
     state: Mutex<State>,
     /// `http://127.0.0.1:PORT/`
     base_url: String,
-    bytes_sent: AtomicU64,
-    paused: watch::Sender<usize>,
-    release: watch::Sender<u64>,
+    bytes_sent: Arc<AtomicU64>,
+    pause: Arc<Pause>,
 }
 
 pub(crate) struct FakeMaven {
@@ -623,9 +633,8 @@ impl FakeMaven {
                 hits: HashMap::new(),
             }),
             base_url: format!("http://{addr}/"),
-            bytes_sent: AtomicU64::new(0),
-            paused: watch::Sender::new(0),
-            release: watch::Sender::new(0),
+            bytes_sent: Arc::new(AtomicU64::new(0)),
+            pause: Arc::default(),
         });
         let server = spawn_server(listener, Arc::clone(&inner));
         Self {
@@ -885,18 +894,17 @@ impl FakeMaven {
 
     /// Let every body currently waiting in [`Fault::PauseAfter`] continue.
     pub(crate) fn release_pause(&self) {
-        self.inner.release.send_modify(|g| *g += 1);
+        self.inner.pause.release();
     }
 
     /// Number of bodies currently waiting in [`Fault::PauseAfter`].
     pub(crate) fn paused_waiters(&self) -> usize {
-        *self.inner.paused.borrow()
+        self.inner.pause.waiters()
     }
 
     /// Wait until at least one body is waiting at its pause point.
     pub(crate) async fn wait_paused(&self) {
-        let mut rx = self.inner.paused.subscribe();
-        let _ = rx.wait_for(|n| *n > 0).await;
+        self.inner.pause.wait_paused().await;
     }
 
     // ---- observations --------------------------------------------------------------------
@@ -1118,15 +1126,6 @@ fn parse_range(value: Option<&str>, len: usize) -> RangeSpec {
     }
 }
 
-struct Drip {
-    inner: Arc<Inner>,
-    data: Bytes,
-    pos: usize,
-    fault: Fault,
-    paused: bool,
-    failed: bool,
-}
-
 impl Inner {
     fn state(&self) -> MutexGuard<'_, State> {
         lock(&self.state)
@@ -1255,64 +1254,14 @@ impl Inner {
 
     /// Streamed body in `CHUNK` frames, applying the body faults.
     fn drip(self: &Arc<Self>, data: Bytes, fault: Fault) -> Body {
-        let drip = Drip {
-            inner: Arc::clone(self),
+        body_faults::drip(
             data,
-            pos: 0,
-            fault,
-            paused: false,
-            failed: false,
-        };
-        let frames = stream::unfold(drip, |mut d| async move {
-            if d.failed || d.pos >= d.data.len() {
-                return None;
-            }
-            let mut chunk = CHUNK;
-            match d.fault {
-                Fault::Truncate(n) if d.pos >= n => {
-                    // Let hyper flush what it buffered before the connection is aborted.
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    d.failed = true;
-                    let err = io::Error::other("fake_maven: injected truncation");
-                    return Some((Err(err), d));
-                }
-                Fault::Truncate(n) => chunk = chunk.min(n - d.pos),
-                Fault::Stall { after } if d.pos >= after => std::future::pending::<()>().await,
-                Fault::Stall { after } => chunk = chunk.min(after - d.pos),
-                Fault::PauseAfter { bytes } if !d.paused && d.pos >= bytes => {
-                    d.inner.wait_release().await;
-                    d.paused = true;
-                }
-                Fault::PauseAfter { bytes } if !d.paused => chunk = chunk.min(bytes - d.pos),
-                Fault::SlowDrip { chunk: c, interval } => {
-                    chunk = c.max(1);
-                    if d.pos > 0 {
-                        tokio::time::sleep(interval).await;
-                    }
-                }
-                _ => {}
-            }
-            let end = (d.pos + chunk).min(d.data.len());
-            let frame = d.data.slice(d.pos..end);
-            d.pos = end;
-            let sent = frame.len() as u64;
-            d.inner.bytes_sent.fetch_add(sent, Ordering::Relaxed);
-            Some((Ok(Frame::data(frame)), d))
-        });
-        StreamBody::new(frames).boxed_unsync()
-    }
-
-    async fn wait_release(&self) {
-        struct Waiting<'a>(&'a watch::Sender<usize>);
-        impl Drop for Waiting<'_> {
-            fn drop(&mut self) {
-                self.0.send_modify(|n| *n -= 1);
-            }
-        }
-        let mut release = self.release.subscribe();
-        self.paused.send_modify(|n| *n += 1);
-        let _waiting = Waiting(&self.paused);
-        let _ = release.changed().await;
+            fault.body_fault(),
+            CHUNK,
+            "fake_maven",
+            Arc::clone(&self.pause),
+            Arc::clone(&self.bytes_sent),
+        )
     }
 }
 

@@ -1,3 +1,4 @@
+pub(crate) mod body_faults;
 pub(crate) mod fake_maven;
 pub(crate) mod fake_npm;
 pub(crate) mod fake_oci;
