@@ -327,14 +327,16 @@ impl Fills {
         let hash = verified.sha256;
         // `publish` fsyncs the file before the rename: done once, there.
         drop(file);
-        let path = blocking(move || store.publish(&temp_path, &hash))
+        let (path, dir) = blocking(move || store.publish_then_sync_dir(&temp_path, &hash))
             .await?
             .map_err(|e| self.store_error(&e))?;
+        // The content file's name and the journal record are made durable at the same time
+        // (two fsyncs waited for once); the fill is done only when both are.
         let evs = events(&verified, media_type.as_deref());
-        self.recorder
-            .record(evs)
-            .await?
-            .map_err(|e| self.store_error(&e))?;
+        let (dir_synced, recorded) =
+            tokio::join!(blocking(move || dir.sync()), self.recorder.record(evs));
+        dir_synced?.map_err(|e| self.store_error(&e))?;
+        recorded?.map_err(|e| self.store_error(&e))?;
         self.metrics.inc(
             "pinproxy_fills_total",
             &[("upstream", &upstream), ("outcome", "pinned")],

@@ -12,11 +12,25 @@ use super::{
     CONTENT_DIR, ContentHash, SHA256_DIR, Store, StoreError, TMP_DIR, now_nanos, sync_dir,
 };
 
-/// Creates the content and tmp directories and removes whatever a crash
-/// left in tmp/ (no fill survives a restart).
+/// Creates the content directory with its 256 fan-out directories (once, so a
+/// cold fill never waits for a directory to be created and synced) and the
+/// tmp directory, and removes whatever a crash left in tmp/ (no fill survives
+/// a restart).
 pub(crate) fn prepare_dirs(data_dir: &Path) -> Result<(), StoreError> {
     let content = data_dir.join(CONTENT_DIR).join(SHA256_DIR);
     std::fs::create_dir_all(&content).map_err(StoreError::io("create directory", &content))?;
+    let mut created = false;
+    for byte in 0..=u8::MAX {
+        let fan_out = content.join(format!("{byte:02x}"));
+        match std::fs::create_dir(&fan_out) {
+            Ok(()) => created = true,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(StoreError::io("create directory", &fan_out)(e)),
+        }
+    }
+    if created {
+        sync_dir(&content)?;
+    }
     let tmp = data_dir.join(TMP_DIR);
     std::fs::create_dir_all(&tmp).map_err(StoreError::io("create directory", &tmp))?;
 
@@ -40,6 +54,20 @@ pub(crate) fn prepare_dirs(data_dir: &Path) -> Result<(), StoreError> {
         tracing::info!(removed, dir = %tmp.display(), "removed temp files left by an earlier run");
     }
     Ok(())
+}
+
+/// A directory whose new entry (a published content file) is not yet durable.
+#[must_use = "the published name is not durable until `sync` runs"]
+pub struct DirSync(Option<PathBuf>);
+
+impl DirSync {
+    /// Fsyncs the directory, making the published name durable.
+    pub fn sync(self) -> Result<(), StoreError> {
+        match &self.0 {
+            Some(dir) => sync_dir(dir),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Store {
@@ -74,19 +102,24 @@ impl Store {
     /// If the content already exists the temp file is removed and the
     /// existing file kept: same name, same bytes.
     pub fn publish(&self, temp: &Path, hash: &ContentHash) -> Result<PathBuf, StoreError> {
+        let (dest, dir) = self.publish_then_sync_dir(temp, hash)?;
+        dir.sync()?;
+        Ok(dest)
+    }
+
+    /// [`Store::publish`] up to the rename: the file's bytes are durable, its name is not
+    /// until the returned [`DirSync`] has run. A fill runs it while its journal record is
+    /// being synced, so the two waits overlap; it completes only once both are done.
+    pub fn publish_then_sync_dir(
+        &self,
+        temp: &Path,
+        hash: &ContentHash,
+    ) -> Result<(PathBuf, DirSync), StoreError> {
         File::open(temp)
             .and_then(|f| f.sync_all())
             .map_err(StoreError::io("sync", temp))?;
 
-        let root = self.data_dir.join(CONTENT_DIR).join(SHA256_DIR);
-        let hex = hash.to_string();
-        let fan_out = root.join(&hex[..2]);
-        let dest = fan_out.join(&hex);
-        match std::fs::create_dir(&fan_out) {
-            Ok(()) => sync_dir(&root)?,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(StoreError::io("create directory", &fan_out)(e)),
-        }
+        let dest = self.content_path(hash);
 
         // Same name, same bytes: keep the existing file. A size mismatch can
         // only be damage, and the caller has just verified the new bytes, so
@@ -97,7 +130,9 @@ impl Store {
                 .len();
             if existing.is_file() && existing.len() == temp_len {
                 self.discard_temp(temp);
-                return Ok(dest);
+                // Possibly renamed by a fill whose directory sync is still running.
+                let dir = DirSync(dest.parent().map(Path::to_path_buf));
+                return Ok((dest, dir));
             }
             tracing::warn!(
                 path = %dest.display(),
@@ -108,9 +143,22 @@ impl Store {
         }
         // Two fills racing on the same content may both rename; the second
         // atomically replaces identical bytes, and open readers keep theirs.
-        std::fs::rename(temp, &dest).map_err(StoreError::io("rename", temp))?;
-        sync_dir(&fan_out)?;
-        Ok(dest)
+        let fan_out = dest.parent().unwrap_or(&self.data_dir);
+        match std::fs::rename(temp, &dest) {
+            Ok(()) => {}
+            // The fan-out directories are made at open; one removed since is made again.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && temp.is_file() => {
+                match std::fs::create_dir(fan_out) {
+                    Ok(()) => sync_dir(fan_out.parent().unwrap_or(&self.data_dir))?,
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(StoreError::io("create directory", fan_out)(e)),
+                }
+                std::fs::rename(temp, &dest).map_err(StoreError::io("rename", temp))?;
+            }
+            Err(e) => return Err(StoreError::io("rename", temp)(e)),
+        }
+        let dir = DirSync(Some(fan_out.to_path_buf()));
+        Ok((dest, dir))
     }
 
     /// Removes a temp file; a missing file is fine.

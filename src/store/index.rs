@@ -6,7 +6,9 @@
 //! - `resolutions`: coordinate → latest `ResolutionEntry`
 //! - `history`: coordinate ++ 0x00 ++ seq (u64 BE) → `ResolutionEntry`
 //! - `meta`: `applied_seq` → u64 BE, `applied_hash` → the payload hash of
-//!   that journal record (to tell this journal from another one)
+//!   that journal record (to tell this journal from another one). Written by
+//!   `checkpoint` after a flush: the index holds at least every record up to
+//!   it, possibly some after it (replaying those is harmless).
 //!
 //! Values are versioned: one encoding-version byte, then JSON. The index is
 //! never the only copy of anything, so an unknown version means rebuild.
@@ -16,8 +18,6 @@ use std::path::Path;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use super::{Event, PinEntry, ResolutionEntry, StoreError};
 
@@ -65,13 +65,6 @@ pub(crate) struct Index {
 
 fn err(e: sled::Error) -> StoreError {
     StoreError::Index(e.to_string())
-}
-
-fn tx_err(e: TransactionError<StoreError>) -> StoreError {
-    match e {
-        TransactionError::Abort(e) => e,
-        TransactionError::Storage(e) => err(e),
-    }
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -187,46 +180,41 @@ impl Index {
         Ok(())
     }
 
-    /// Applies one journal record and advances `applied_seq` in the same
-    /// transaction. Idempotent, so replaying a record already applied is
+    /// Applies one journal record. Idempotent, so replaying a record already applied is
     /// harmless. A pin never replaces an existing pin: the first one wins.
-    pub(crate) fn apply(
-        &self,
-        seq: u64,
-        hash: &[u8; 32],
-        time_ms: u64,
-        event: Event,
-    ) -> Result<(), StoreError> {
-        let seq_bytes = seq.to_be_bytes();
+    ///
+    /// Plain writes, no sled transaction: a transaction seals sled's write buffer and waits
+    /// for it to reach the disk, on the path of every fill. `applied_seq` is not advanced
+    /// here but by [`Index::checkpoint`], after a flush, so whatever a crash loses of these
+    /// writes lies after the recorded position and is replayed from the journal at open.
+    /// Only the journal's recorder writes (or replay, before the store is shared).
+    pub(crate) fn apply(&self, seq: u64, time_ms: u64, event: Event) -> Result<(), StoreError> {
         match event {
             Event::Pin(pin) => {
                 let key = pin.coordinate.clone();
                 let entry = PinEntry { pin, seq, time_ms };
                 let value = encode(&entry);
-                (&self.pins, &self.meta)
-                    .transaction(|(pins, meta)| {
-                        match pins.get(key.as_bytes())? {
-                            Some(existing) => {
-                                let existing = decode::<PinEntry>(&existing)
-                                    .map_err(ConflictableTransactionError::Abort)?;
-                                if existing.pin.sha256 != entry.pin.sha256 {
-                                    tracing::warn!(
-                                        coordinate = %key,
-                                        seq,
-                                        pinned_seq = existing.seq,
-                                        "journal holds a conflicting re-pin; keeping the first pin"
-                                    );
-                                }
-                            }
-                            None => {
-                                pins.insert(key.as_bytes(), value.as_slice())?;
-                            }
-                        }
-                        meta.insert(APPLIED_SEQ, &seq_bytes)?;
-                        meta.insert(APPLIED_HASH, hash)?;
-                        Ok(())
-                    })
-                    .map_err(tx_err)
+                let swapped = self
+                    .pins
+                    .compare_and_swap(key.as_bytes(), None::<&[u8]>, Some(value))
+                    .map_err(err)?;
+                if let Err(current) = swapped {
+                    let existing = current
+                        .current
+                        .map(|v| decode::<PinEntry>(&v))
+                        .transpose()?;
+                    if let Some(existing) = existing
+                        && existing.pin.sha256 != entry.pin.sha256
+                    {
+                        tracing::warn!(
+                            coordinate = %key,
+                            seq,
+                            pinned_seq = existing.seq,
+                            "journal holds a conflicting re-pin; keeping the first pin"
+                        );
+                    }
+                }
+                Ok(())
             }
             Event::Resolve(resolution) => {
                 let key = resolution.coordinate.clone();
@@ -236,17 +224,27 @@ impl Index {
                     seq,
                     time_ms,
                 });
-                (&self.resolutions, &self.history, &self.meta)
-                    .transaction(|(resolutions, history, meta)| {
-                        resolutions.insert(key.as_bytes(), value.as_slice())?;
-                        history.insert(history_key.as_slice(), value.as_slice())?;
-                        meta.insert(APPLIED_SEQ, &seq_bytes)?;
-                        meta.insert(APPLIED_HASH, hash)?;
-                        Ok(())
-                    })
-                    .map_err(tx_err)
+                self.history
+                    .insert(history_key.as_slice(), value.as_slice())
+                    .map_err(err)?;
+                self.resolutions
+                    .insert(key.as_bytes(), value)
+                    .map_err(err)?;
+                Ok(())
             }
         }
+    }
+
+    /// Makes every write so far durable, then records `seq` (with its journal record's
+    /// payload hash) as applied. The position is written after the flush, so whenever it is
+    /// found at open, everything up to it is in the index.
+    pub(crate) fn checkpoint(&self, seq: u64, hash: &[u8; 32]) -> Result<(), StoreError> {
+        self.db.flush().map_err(err)?;
+        self.meta
+            .insert(APPLIED_SEQ, &seq.to_be_bytes())
+            .map_err(err)?;
+        self.meta.insert(APPLIED_HASH, hash).map_err(err)?;
+        Ok(())
     }
 
     pub(crate) fn pin(&self, coordinate: &str) -> Result<Option<PinEntry>, StoreError> {

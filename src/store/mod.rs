@@ -39,11 +39,12 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
+pub use self::cas::DirSync;
 use self::index::{Index, IndexOpenError};
 use self::journal::Journal;
 pub use self::journal::{JournalReport, Record, read_records, verify_journal};
@@ -290,9 +291,25 @@ pub struct Store {
     /// Set when applying a journaled event to the index failed; the next
     /// caller holding the journal lock catches the index up from the journal.
     index_behind: AtomicBool,
+    /// The last record applied to the index and when the index was last checkpointed.
+    checkpoint: Mutex<Checkpoint>,
     temp_counter: AtomicU64,
     #[cfg(test)]
     opened: OpenStats,
+}
+
+/// Index writes are made durable, and `applied_seq` advanced, at most this often while
+/// records keep coming (and on flush and close): off the path of each fill, and a crash
+/// replays at most this much of the journal.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// A journal record applied to the index: its seq and payload hash.
+type Applied = (u64, [u8; 32]);
+
+struct Checkpoint {
+    /// Applied to the index but not yet checkpointed.
+    pending: Option<Applied>,
+    at: Instant,
 }
 
 /// What `Store::open` had to do to the index.
@@ -415,15 +432,19 @@ impl Store {
         } else {
             applied_seq
         };
+        // Skipping the second pass when there is nothing to replay keeps a normal start at
+        // one read of the journal.
+        let (replayed, last_applied) = if from_seq < last_seq {
+            replay(&journal_path, &index, from_seq)?
+        } else {
+            (0, None)
+        };
+        if let Some((seq, hash)) = last_applied {
+            index.checkpoint(seq, &hash)?;
+        }
         let opened = OpenStats {
             journal_records: last_seq,
-            // Skipping the second pass when there is nothing to replay
-            // keeps a normal start at one read of the journal.
-            replayed: if from_seq < last_seq {
-                replay(&journal_path, &index, from_seq)?
-            } else {
-                0
-            },
+            replayed,
             rebuilt: rebuild,
         };
         if opened.rebuilt || opened.replayed > 0 {
@@ -445,6 +466,10 @@ impl Store {
             journal: Mutex::new(journal),
             index,
             index_behind: AtomicBool::new(false),
+            checkpoint: Mutex::new(Checkpoint {
+                pending: None,
+                at: Instant::now(),
+            }),
             temp_counter: AtomicU64::new(0),
             #[cfg(test)]
             opened,
@@ -556,13 +581,47 @@ impl Store {
         }
         // The records are durable, so the events have happened whatever the
         // index does; a failed index update is caught up from the journal later.
+        let mut applied = None;
         for (_, seq, hash, time_ms, event) in appended {
-            if let Err(e) = self.index.apply(seq, &hash, time_ms, event) {
-                tracing::error!(seq, error = %e, "cannot apply a journaled event to the index; will catch up");
-                self.index_behind.store(true, Ordering::Release);
+            if self.index_behind.load(Ordering::Acquire) {
+                // Past a failed apply: `catch_up` replays from the last checkpoint.
+                break;
+            }
+            match self.index.apply(seq, time_ms, event) {
+                Ok(()) => applied = Some((seq, hash)),
+                Err(e) => {
+                    tracing::error!(seq, error = %e, "cannot apply a journaled event to the index; will catch up");
+                    self.index_behind.store(true, Ordering::Release);
+                }
             }
         }
+        self.applied(applied, false);
         results
+    }
+
+    /// Notes `applied` (the last record now in the index) and checkpoints the index when
+    /// `force`d or `CHECKPOINT_EVERY` has passed. A failed checkpoint only means a longer
+    /// replay at the next open.
+    fn applied(&self, applied: Option<Applied>, force: bool) {
+        let Ok(mut cp) = self.checkpoint.lock() else {
+            return;
+        };
+        if applied.is_some() {
+            cp.pending = applied;
+        }
+        let Some((seq, hash)) = cp.pending else {
+            return;
+        };
+        if !force && cp.at.elapsed() < CHECKPOINT_EVERY {
+            return;
+        }
+        match self.index.checkpoint(seq, &hash) {
+            Ok(()) => {
+                cp.pending = None;
+                cp.at = Instant::now();
+            }
+            Err(e) => tracing::warn!(seq, error = %e, "cannot checkpoint the index"),
+        }
     }
 
     /// Whether `event` may be appended: `Ok(Some(seq))` when it repeats an
@@ -628,9 +687,11 @@ impl Store {
         self.index.resolutions()
     }
 
-    /// Syncs the journal and flushes the index. Call on shutdown.
+    /// Syncs the journal and checkpoints and flushes the index. Call on shutdown.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.lock_journal()?.sync()?;
+        let journal = self.lock_journal()?;
+        journal.sync()?;
+        self.applied(None, true);
         self.index.flush()
     }
 
@@ -657,9 +718,10 @@ impl Store {
             return Ok(());
         }
         let (applied, _) = self.index.applied()?;
-        let replayed = replay(&self.journal_path(), &self.index, applied)?;
+        let (replayed, last) = replay(&self.journal_path(), &self.index, applied)?;
         tracing::info!(replayed, "index caught up with the journal");
         self.index_behind.store(false, Ordering::Release);
+        self.applied(last, true);
         Ok(())
     }
 
@@ -685,23 +747,31 @@ impl Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
+        self.applied(None, true);
         if let Err(e) = self.index.flush() {
             tracing::warn!(error = %e, "cannot flush the index on close");
         }
     }
 }
 
-/// Applies every journal record after `after_seq` to the index, in order.
-fn replay(journal_path: &Path, index: &Index, after_seq: u64) -> Result<u64, StoreError> {
+/// Applies every journal record after `after_seq` to the index, in order. Returns how many,
+/// and the last one applied (seq, payload hash), for the caller to checkpoint.
+fn replay(
+    journal_path: &Path,
+    index: &Index,
+    after_seq: u64,
+) -> Result<(u64, Option<Applied>), StoreError> {
     let mut replayed = 0;
+    let mut last = None;
     journal::for_each_record(journal_path, |record, hash| {
         if record.seq > after_seq {
-            index.apply(record.seq, hash, record.time_ms, record.event)?;
+            index.apply(record.seq, record.time_ms, record.event)?;
             replayed += 1;
+            last = Some((record.seq, *hash));
         }
         Ok(())
     })?;
-    Ok(replayed)
+    Ok((replayed, last))
 }
 
 fn check_format(data_dir: &Path) -> Result<(), StoreError> {

@@ -175,6 +175,48 @@ fn publish_renames_into_place() {
 }
 
 #[test]
+fn fan_out_directories_exist_from_open_and_a_removed_one_is_made_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let root = dir.path().join(CONTENT_DIR).join(SHA256_DIR);
+    let dirs = std::fs::read_dir(&root).unwrap().count();
+    assert_eq!(dirs, 256);
+
+    let hash = ContentHash::of(b"blob");
+    let fan_out = store.content_path(&hash).parent().unwrap().to_path_buf();
+    std::fs::remove_dir(&fan_out).unwrap();
+    assert_eq!(put(&store, b"blob"), hash);
+    assert!(store.verify_content(&hash).unwrap());
+}
+
+#[test]
+fn index_position_is_written_at_a_checkpoint_and_a_reopen_replays_what_came_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = populated(dir.path());
+    let before = snapshot(&store);
+    // The position is written at a checkpoint (every CHECKPOINT_EVERY, or on flush).
+    store.flush().unwrap();
+    let (seq, hash) = store.index.applied().unwrap();
+    assert_eq!(seq, 5);
+    assert!(hash.is_some());
+
+    // A record applied after the checkpoint, then the position put back as a crash would
+    // leave it: the reopen replays the record again, with the same result.
+    let late = pin_event(&store, "npm:late@1", b"late");
+    store.record(late, t(9)).unwrap();
+    store.flush().unwrap();
+    let after = snapshot(&store);
+    store.index.set_applied(seq, hash.as_ref()).unwrap();
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.opened.replayed, 1);
+    assert!(!store.opened.rebuilt);
+    assert_eq!(snapshot(&store), after);
+    assert_ne!(before, after);
+    assert_eq!(store.index.applied().unwrap().0, 6);
+}
+
+#[test]
 fn store_is_send_and_sync() {
     fn check<T: Send + Sync>() {}
     check::<Store>();
@@ -631,6 +673,8 @@ fn index_ahead_or_undecodable_is_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
     let store = populated(dir.path());
     let before = snapshot(&store);
+    // Checkpoint first, or closing the store would write its own position over this one.
+    store.flush().unwrap();
     store.index.set_applied(99, None).unwrap();
     drop(store);
     let store = Store::open(dir.path()).unwrap();
