@@ -32,7 +32,10 @@ use tracing::{Instrument, info, warn};
 use crate::body::Body;
 use crate::error::{Error, Kind, Origin};
 use crate::metrics::Metrics;
-use crate::store::{ContentHash, Event, PinEntry, ResolutionEntry, Store};
+use crate::store::{
+    CARRY_MAX, CHECKPOINT_EVERY, Carried, ContentHash, Entry, Event, PinEntry, ResolutionEntry,
+    Store,
+};
 use crate::verify::{Expect, Verified, Verifier};
 
 /// Bytes from an upstream body.
@@ -247,6 +250,7 @@ impl Fills {
     ) -> Result<Arc<Object>, Error> {
         let Source {
             mut stream,
+            total,
             expect,
             limit,
             media_type,
@@ -256,6 +260,11 @@ impl Fills {
             ..
         } = src;
         let labels = [("upstream", upstream.as_str())];
+        // A small object's bytes, kept to be carried in its pin's record (`CARRY_MAX`).
+        let mut carry = total
+            .or(expect.size)
+            .is_none_or(|n| n <= CARRY_MAX)
+            .then(BytesMut::new);
         let mut verifier = Verifier::new(expect, limit);
         let mut written = 0u64;
         loop {
@@ -305,6 +314,13 @@ impl Fills {
             }
             let data = buf.freeze();
             let n = data.len() as u64;
+            if let Some(c) = &mut carry {
+                if (c.len() + data.len()) as u64 <= CARRY_MAX {
+                    c.extend_from_slice(&data);
+                } else {
+                    carry = None;
+                }
+            }
             let f = file.clone();
             let off = written;
             blocking(move || f.write_all_at(&data, off))
@@ -325,18 +341,39 @@ impl Fills {
         let store = self.store.clone();
         let temp_path: PathBuf = (**temp).clone();
         let hash = verified.sha256;
-        // `publish` fsyncs the file before the rename: done once, there.
         drop(file);
-        let (path, dir) = blocking(move || store.publish_then_sync_dir(&temp_path, &hash))
-            .await?
-            .map_err(|e| self.store_error(&e))?;
-        // The content file's name and the journal record are made durable at the same time
-        // (two fsyncs waited for once); the fill is done only when both are.
-        let evs = events(&verified, media_type.as_deref());
-        let (dir_synced, recorded) =
-            tokio::join!(blocking(move || dir.sync()), self.recorder.record(evs));
-        dir_synced?.map_err(|e| self.store_error(&e))?;
-        recorded?.map_err(|e| self.store_error(&e))?;
+        let mut evs: Vec<(Event, Option<Carried>)> = events(&verified, media_type.as_deref())
+            .into_iter()
+            .map(|e| (e, None))
+            .collect();
+        // A small object rides in the record of the first event about it: one journal sync
+        // makes both durable, and the record publishes the temp file.
+        let carrier = carry
+            .filter(|c| c.len() as u64 == verified.size)
+            .and_then(|c| Some((evs.iter().position(|(e, _)| *e.content().0 == hash)?, c)));
+        let path = if let Some((i, bytes)) = carrier {
+            evs[i].1 = Some(Carried {
+                bytes: bytes.freeze(),
+                temp: temp_path,
+            });
+            self.recorder
+                .record(evs)
+                .await?
+                .map_err(|e| self.store_error(&e))?;
+            self.store.content_path(&hash)
+        } else {
+            // `publish` fsyncs the file before the rename: done once, there.
+            let (path, dir) = blocking(move || store.publish_then_sync_dir(&temp_path, &hash))
+                .await?
+                .map_err(|e| self.store_error(&e))?;
+            // The content file's name and the journal record are made durable at the same
+            // time (two fsyncs waited for once); the fill is done only when both are.
+            let (dir_synced, recorded) =
+                tokio::join!(blocking(move || dir.sync()), self.recorder.record(evs));
+            dir_synced?.map_err(|e| self.store_error(&e))?;
+            recorded?.map_err(|e| self.store_error(&e))?;
+            path
+        };
         self.metrics.inc(
             "pinproxy_fills_total",
             &[("upstream", &upstream), ("outcome", "pinned")],
@@ -387,21 +424,26 @@ impl Fills {
 }
 
 type RecordReply = tokio::sync::oneshot::Sender<Result<(), crate::store::StoreError>>;
+type RecordRequest = (Vec<(Event, Option<Carried>)>, RecordReply);
 
 /// Group commit for fills: one thread owns journal appends for fills and records the events
 /// of every fill that finished meanwhile with one fsync (`Store::record_groups`). Concurrent
 /// cold pulls then share fsyncs instead of queueing behind each other's; a fill still
-/// completes only once its own records are durable.
+/// completes only once its own records are durable. A second thread checkpoints the store
+/// every `CHECKPOINT_EVERY` (syncing what records carried, and the index), off the fills' path.
 struct Recorder {
-    tx: Option<std::sync::mpsc::Sender<(Vec<Event>, RecordReply)>>,
+    tx: Option<std::sync::mpsc::Sender<RecordRequest>>,
+    /// Dropped to stop the checkpoint thread.
+    stop: Option<std::sync::mpsc::Sender<()>>,
     /// Joined on drop, so the store (and its index lock) is released when `Fills` is.
-    thread: Option<std::thread::JoinHandle<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for Recorder {
     fn drop(&mut self) {
         self.tx.take();
-        if let Some(t) = self.thread.take() {
+        self.stop.take();
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
@@ -412,7 +454,21 @@ impl Recorder {
     const MAX_GROUPS: usize = 256;
 
     fn start(store: Arc<Store>) -> Self {
-        let (tx, rx) = std::sync::mpsc::channel::<(Vec<Event>, RecordReply)>();
+        let (tx, rx) = std::sync::mpsc::channel::<RecordRequest>();
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let checkpointed = store.clone();
+        let checkpointer = std::thread::Builder::new()
+            .name("pinproxy-checkpoint".to_owned())
+            .spawn(move || {
+                // Ends when the sender is dropped (the `Fills` was dropped).
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(CHECKPOINT_EVERY)
+                {
+                    if let Err(e) = checkpointed.checkpoint() {
+                        tracing::warn!(error = %e, "cannot checkpoint the store; will retry");
+                    }
+                }
+            });
         let spawned = std::thread::Builder::new()
             .name("pinproxy-recorder".to_owned())
             .spawn(move || {
@@ -428,7 +484,17 @@ impl Recorder {
                     let now = SystemTime::now();
                     let (groups, replies): (Vec<_>, Vec<_>) = batch
                         .into_iter()
-                        .map(|(evs, reply)| (evs.into_iter().map(|e| (e, now)).collect(), reply))
+                        .map(|(evs, reply)| {
+                            let entries = evs
+                                .into_iter()
+                                .map(|(event, carried)| Entry {
+                                    event,
+                                    time: now,
+                                    carried,
+                                })
+                                .collect();
+                            (entries, reply)
+                        })
                         .unzip();
                     // A panic drops this batch's replies (those fills fail), not the thread.
                     let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -449,15 +515,24 @@ impl Recorder {
                 None
             }
         };
+        let checkpointer = match checkpointer {
+            Ok(t) => Some(t),
+            Err(e) => {
+                // The store still checkpoints when it is flushed and closed.
+                tracing::error!("cannot start the store checkpoint thread: {e}");
+                None
+            }
+        };
         Self {
             tx: Some(tx),
-            thread,
+            stop: Some(stop),
+            threads: thread.into_iter().chain(checkpointer).collect(),
         }
     }
 
     async fn record(
         &self,
-        events: Vec<Event>,
+        events: Vec<(Event, Option<Carried>)>,
     ) -> Result<Result<(), crate::store::StoreError>, Error> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         self.tx

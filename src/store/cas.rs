@@ -118,7 +118,16 @@ impl Store {
         File::open(temp)
             .and_then(|f| f.sync_all())
             .map_err(StoreError::io("sync", temp))?;
+        let dest = self.place(temp, hash)?;
+        // Possibly renamed by a fill whose directory sync is still running: sync it anyway.
+        let dir = DirSync(dest.parent().map(Path::to_path_buf));
+        Ok((dest, dir))
+    }
 
+    /// Renames a verified temp file to its content-addressed path, without any sync: the
+    /// callers sync before ([`Store::publish`]) or carry the bytes in a durable record
+    /// (`Store::record_groups`).
+    pub(crate) fn place(&self, temp: &Path, hash: &ContentHash) -> Result<PathBuf, StoreError> {
         let dest = self.content_path(hash);
 
         // Same name, same bytes: keep the existing file. A size mismatch can
@@ -130,9 +139,7 @@ impl Store {
                 .len();
             if existing.is_file() && existing.len() == temp_len {
                 self.discard_temp(temp);
-                // Possibly renamed by a fill whose directory sync is still running.
-                let dir = DirSync(dest.parent().map(Path::to_path_buf));
-                return Ok((dest, dir));
+                return Ok(dest);
             }
             tracing::warn!(
                 path = %dest.display(),
@@ -157,8 +164,7 @@ impl Store {
             }
             Err(e) => return Err(StoreError::io("rename", temp)(e)),
         }
-        let dir = DirSync(Some(fan_out.to_path_buf()));
-        Ok((dest, dir))
+        Ok(dest)
     }
 
     /// Removes a temp file; a missing file is fine.
@@ -236,4 +242,50 @@ pub(crate) fn content_path(data_dir: &Path, hash: &ContentHash) -> PathBuf {
         .join(SHA256_DIR)
         .join(&hex[..2])
         .join(hex)
+}
+
+/// For a journal record carrying its object's bytes, replayed after a crash: makes sure the
+/// content file holds those bytes, rewriting it (synced) from the record when it is missing
+/// or damaged. Returns its path, to be synced at the next checkpoint.
+pub(crate) fn repair_carried(
+    data_dir: &Path,
+    record: &super::Record,
+    bytes: &[u8],
+) -> Result<PathBuf, StoreError> {
+    use std::io::Write as _;
+    let (sha256, size) = record.event.content();
+    if bytes.len() as u64 != size || ContentHash::of(bytes) != *sha256 {
+        return Err(StoreError::RecordData {
+            seq: record.seq,
+            reason: format!("the bytes it carries are not sha256:{sha256} ({size} bytes)"),
+        });
+    }
+    let path = content_path(data_dir, sha256);
+    match std::fs::read(&path) {
+        Ok(found) if found == bytes => return Ok(path),
+        Ok(_) => tracing::warn!(
+            path = %path.display(),
+            seq = record.seq,
+            "content file damaged by a crash; rewriting it from the journal"
+        ),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => tracing::info!(
+            path = %path.display(),
+            seq = record.seq,
+            "content file lost in a crash; rewriting it from the journal"
+        ),
+        Err(e) => return Err(StoreError::io("read", &path)(e)),
+    }
+    let fan_out = path.parent().unwrap_or(data_dir);
+    std::fs::create_dir_all(fan_out).map_err(StoreError::io("create directory", fan_out))?;
+    let temp = data_dir
+        .join(TMP_DIR)
+        .join(format!("repair-{}-{}.part", record.seq, now_nanos()));
+    let written = File::create(&temp)
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
+        .and_then(|()| std::fs::rename(&temp, &path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&temp);
+        return Err(StoreError::io("rewrite", &path)(e));
+    }
+    Ok(path)
 }

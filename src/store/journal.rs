@@ -42,6 +42,29 @@ pub struct Record {
     /// first record).
     pub prev: String,
     pub event: Event,
+    /// A small object's bytes (base64), carried by the record that pins them: one sync makes
+    /// the pin and the bytes durable together, and the content file is synced later, at an
+    /// index checkpoint (see `Store::record_groups`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+}
+
+impl Record {
+    /// The bytes carried by the record, if any.
+    pub fn data(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        use base64::Engine as _;
+        self.data
+            .as_deref()
+            .map(|d| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(d)
+                    .map_err(|e| StoreError::RecordData {
+                        seq: self.seq,
+                        reason: format!("its data is not base64: {e}"),
+                    })
+            })
+            .transpose()
+    }
 }
 
 /// The result of [`verify_journal`].
@@ -160,18 +183,21 @@ impl Journal {
         time_ms: u64,
         event: &Event,
     ) -> Result<(u64, [u8; 32]), StoreError> {
-        let appended = self.append_unsynced(time_ms, event)?;
+        let appended = self.append_unsynced(time_ms, event, None)?;
         self.sync_appended()?;
         Ok(appended)
     }
 
     /// Writes one record without waiting for the disk; [`Journal::sync_appended`]
     /// makes every record written so far durable (one fsync for a batch).
+    /// `data`: the bytes of the object the event pins, to carry in the record.
     pub(crate) fn append_unsynced(
         &mut self,
         time_ms: u64,
         event: &Event,
+        data: Option<&[u8]>,
     ) -> Result<(u64, [u8; 32]), StoreError> {
+        use base64::Engine as _;
         if self.poisoned {
             return Err(StoreError::JournalPoisoned);
         }
@@ -181,6 +207,8 @@ impl Journal {
             time_ms: u64,
             prev: String,
             event: &'a Event,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            data: Option<String>,
         }
         let seq = self.last_seq + 1;
         let payload = serde_json::to_vec(&RecordRef {
@@ -188,6 +216,7 @@ impl Journal {
             time_ms,
             prev: hex::encode(self.last_hash),
             event,
+            data: data.map(|d| base64::engine::general_purpose::STANDARD.encode(d)),
         })
         .map_err(StoreError::Encode)?;
         let payload_len = u32::try_from(payload.len())

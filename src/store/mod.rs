@@ -39,7 +39,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
@@ -138,7 +138,8 @@ impl Event {
         }
     }
 
-    fn content(&self) -> (&ContentHash, u64) {
+    /// The content an event is about: its sha256 and size.
+    pub fn content(&self) -> (&ContentHash, u64) {
         match self {
             Self::Pin(p) => (&p.sha256, p.size),
             Self::Resolve(r) => (&r.sha256, r.size),
@@ -259,6 +260,10 @@ pub enum StoreError {
     IndexFormat(String),
     #[error("cannot encode journal record")]
     Encode(#[source] serde_json::Error),
+    #[error("journal record {seq}: {reason}")]
+    RecordData { seq: u64, reason: String },
+    #[error("the bytes given for sha256:{sha256} ({size} bytes) do not hash to it")]
+    DataMismatch { sha256: ContentHash, size: u64 },
 }
 
 impl StoreError {
@@ -291,17 +296,26 @@ pub struct Store {
     /// Set when applying a journaled event to the index failed; the next
     /// caller holding the journal lock catches the index up from the journal.
     index_behind: AtomicBool,
-    /// The last record applied to the index and when the index was last checkpointed.
+    /// What the next checkpoint makes durable: the last record applied to the index, and
+    /// content files published without a sync (their bytes are in their records).
     checkpoint: Mutex<Checkpoint>,
+    /// Held while a checkpoint runs, so two never interleave.
+    checkpointing: Mutex<()>,
     temp_counter: AtomicU64,
     #[cfg(test)]
     opened: OpenStats,
 }
 
-/// Index writes are made durable, and `applied_seq` advanced, at most this often while
-/// records keep coming (and on flush and close): off the path of each fill, and a crash
-/// replays at most this much of the journal.
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// How often the engine checkpoints the store ([`Store::checkpoint`]) while records keep
+/// coming; the store itself also checkpoints on flush and close. Off the path of each fill;
+/// a crash replays (and re-checks the carried bytes of) at most about this much journal.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// Objects up to this size are carried in the record that pins them: one journal sync makes
+/// the pin and its bytes durable, instead of a sync of the content file, of its directory
+/// and of the journal, one after the other. The content file is synced at the next
+/// checkpoint; until then a crash is repaired from the record at open.
+pub const CARRY_MAX: u64 = 64 * 1024;
 
 /// A journal record applied to the index: its seq and payload hash.
 type Applied = (u64, [u8; 32]);
@@ -309,7 +323,34 @@ type Applied = (u64, [u8; 32]);
 struct Checkpoint {
     /// Applied to the index but not yet checkpointed.
     pending: Option<Applied>,
-    at: Instant,
+    /// Content files renamed into place without a sync, their bytes carried by records.
+    unsynced: Vec<PathBuf>,
+}
+
+/// One event to record, with the time it happened.
+pub struct Entry {
+    pub event: Event,
+    pub time: SystemTime,
+    /// For an event about a small object (at most [`CARRY_MAX`] bytes): the verified bytes
+    /// to carry in its record, and the temp file holding them (neither synced nor
+    /// published). The store publishes the temp file once the record is durable.
+    pub carried: Option<Carried>,
+}
+
+/// See [`Entry::carried`].
+pub struct Carried {
+    pub bytes: bytes::Bytes,
+    pub temp: PathBuf,
+}
+
+impl Entry {
+    pub fn new(event: Event, time: SystemTime) -> Self {
+        Self {
+            event,
+            time,
+            carried: None,
+        }
+    }
 }
 
 /// What `Store::open` had to do to the index.
@@ -434,14 +475,11 @@ impl Store {
         };
         // Skipping the second pass when there is nothing to replay keeps a normal start at
         // one read of the journal.
-        let (replayed, last_applied) = if from_seq < last_seq {
-            replay(&journal_path, &index, from_seq)?
-        } else {
-            (0, None)
-        };
-        if let Some((seq, hash)) = last_applied {
-            index.checkpoint(seq, &hash)?;
+        let mut replay_stats = Replayed::default();
+        if from_seq < last_seq {
+            replay_stats = replay(data_dir, &journal_path, &index, from_seq)?;
         }
+        let replayed = replay_stats.records;
         let opened = OpenStats {
             journal_records: last_seq,
             replayed,
@@ -461,19 +499,22 @@ impl Store {
             "store opened"
         );
 
-        Ok(Self {
+        let store = Self {
             data_dir: data_dir.to_path_buf(),
             journal: Mutex::new(journal),
             index,
             index_behind: AtomicBool::new(false),
             checkpoint: Mutex::new(Checkpoint {
-                pending: None,
-                at: Instant::now(),
+                pending: replay_stats.last,
+                unsynced: replay_stats.content,
             }),
+            checkpointing: Mutex::new(()),
             temp_counter: AtomicU64::new(0),
             #[cfg(test)]
             opened,
-        })
+        };
+        store.checkpoint()?;
+        Ok(store)
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -492,7 +533,7 @@ impl Store {
     /// is a no-op returning the existing record's seq. The content file must
     /// already be published.
     pub fn record(&self, event: Event, time: SystemTime) -> Result<u64, StoreError> {
-        self.record_groups(vec![vec![(event, time)]])
+        self.record_groups(vec![vec![Entry::new(event, time)]])
             .pop()
             .unwrap_or(Err(StoreError::JournalPoisoned))
             .map(|seqs| seqs.first().copied().unwrap_or(0))
@@ -504,10 +545,10 @@ impl Store {
     /// first failure. Then the journal is synced once and the index updated.
     /// One result per group (the seqs of its events); no group is reported
     /// recorded before its records are durable.
-    pub fn record_groups(
-        &self,
-        groups: Vec<Vec<(Event, SystemTime)>>,
-    ) -> Vec<Result<Vec<u64>, StoreError>> {
+    ///
+    /// An entry's carried bytes go into its record, and its temp file is renamed into place
+    /// (without a sync) once the records are durable, before the index learns of them.
+    pub fn record_groups(&self, groups: Vec<Vec<Entry>>) -> Vec<Result<Vec<u64>, StoreError>> {
         let Ok(mut journal) = self.lock_journal() else {
             return groups
                 .iter()
@@ -532,26 +573,54 @@ impl Store {
         // Pins appended in this batch, not yet in the index.
         let mut pending: std::collections::HashMap<String, (ContentHash, u64)> =
             std::collections::HashMap::new();
+        // Content carried by records of this batch, published only once they are durable.
+        let mut carrying = std::collections::HashSet::new();
         let mut appended = Vec::new();
         let mut results: Vec<Result<Vec<u64>, StoreError>> = Vec::with_capacity(groups.len());
         for (g, group) in groups.into_iter().enumerate() {
             let mut seqs = Vec::with_capacity(group.len());
             let mut failed = None;
-            for (event, time) in group {
-                match self.check_event(&event, &pending) {
+            for Entry {
+                event,
+                time,
+                carried,
+            } in group
+            {
+                let checked = match &carried {
+                    Some(c) => check_carried(&event, &c.bytes),
+                    None => Ok(()),
+                }
+                .and_then(|()| {
+                    let in_batch = carried.is_some() || carrying.contains(event.content().0);
+                    self.check_event(&event, &pending, in_batch)
+                });
+                match checked {
                     Err(e) => failed = Some(e),
-                    Ok(Some(existing_seq)) => seqs.push(existing_seq),
+                    Ok(Some(existing_seq)) => {
+                        // Already recorded: the bytes are not carried again, so their file
+                        // is published the long way (synced) if it is not there yet.
+                        if let Some(c) = carried {
+                            if let Err(e) = self.publish(&c.temp, event.content().0) {
+                                failed = Some(e);
+                            }
+                        }
+                        seqs.push(existing_seq);
+                    }
                     Ok(None) => {
                         let time_ms = time
                             .duration_since(UNIX_EPOCH)
                             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-                        match journal.append_unsynced(time_ms, &event) {
+                        let data = carried.as_ref().map(|c| &c.bytes[..]);
+                        match journal.append_unsynced(time_ms, &event, data) {
                             Err(e) => failed = Some(e),
                             Ok((seq, hash)) => {
                                 if let Event::Pin(pin) = &event {
                                     pending.insert(pin.coordinate.clone(), (pin.sha256, seq));
                                 }
-                                appended.push((g, seq, hash, time_ms, event));
+                                if carried.is_some() {
+                                    carrying.insert(*event.content().0);
+                                }
+                                appended.push((g, seq, hash, time_ms, event, carried));
                                 seqs.push(seq);
                             }
                         }
@@ -579,10 +648,25 @@ impl Store {
             }
             return results;
         }
-        // The records are durable, so the events have happened whatever the
-        // index does; a failed index update is caught up from the journal later.
+        // The records are durable: carried bytes now go to their content files (synced at
+        // the next checkpoint; a crash before it is repaired from the records at open).
+        let mut placed = Vec::new();
+        for (g, _, _, _, event, carried) in &mut appended {
+            let Some(c) = carried.take() else { continue };
+            match self.place(&c.temp, event.content().0) {
+                Ok(path) => placed.push(path),
+                Err(e) => {
+                    self.discard_temp(&c.temp);
+                    if results[*g].is_ok() {
+                        results[*g] = Err(e);
+                    }
+                }
+            }
+        }
+        // The events have happened whatever the index does; a failed index update is
+        // caught up from the journal later.
         let mut applied = None;
-        for (_, seq, hash, time_ms, event) in appended {
+        for (_, seq, hash, time_ms, event, _) in appended {
             if self.index_behind.load(Ordering::Acquire) {
                 // Past a failed apply: `catch_up` replays from the last checkpoint.
                 break;
@@ -595,48 +679,97 @@ impl Store {
                 }
             }
         }
-        self.applied(applied, false);
+        self.note_applied(applied, placed);
         results
     }
 
-    /// Notes `applied` (the last record now in the index) and checkpoints the index when
-    /// `force`d or `CHECKPOINT_EVERY` has passed. A failed checkpoint only means a longer
-    /// replay at the next open.
-    fn applied(&self, applied: Option<Applied>, force: bool) {
-        let Ok(mut cp) = self.checkpoint.lock() else {
-            return;
-        };
+    /// Notes what the next checkpoint makes durable: `applied`, the last record now in the
+    /// index, and content files `placed` without a sync.
+    fn note_applied(&self, applied: Option<Applied>, placed: Vec<PathBuf>) {
+        // A poisoned lock only means a panic elsewhere; the data is still consistent.
+        let mut cp = self
+            .checkpoint
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        cp.unsynced.extend(placed);
         if applied.is_some() {
             cp.pending = applied;
         }
-        let Some((seq, hash)) = cp.pending else {
-            return;
+    }
+
+    /// Makes durable what was recorded since the last checkpoint and was not synced then:
+    /// the content files placed without a sync (and their directories), then the index,
+    /// then the index's position in the journal. Run every [`CHECKPOINT_EVERY`] by the
+    /// engine, and on flush and close. On failure nothing is lost: the next checkpoint
+    /// tries again, and the next open replays from the last position written.
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        let _one = self
+            .checkpointing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (target, files) = {
+            let mut cp = self
+                .checkpoint
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            (cp.pending.take(), std::mem::take(&mut cp.unsynced))
         };
-        if !force && cp.at.elapsed() < CHECKPOINT_EVERY {
-            return;
+        if target.is_none() && files.is_empty() {
+            return Ok(());
         }
-        match self.index.checkpoint(seq, &hash) {
-            Ok(()) => {
-                cp.pending = None;
-                cp.at = Instant::now();
+        let result = (|| {
+            let mut dirs = std::collections::BTreeSet::new();
+            for file in &files {
+                match std::fs::File::open(file).and_then(|f| f.sync_all()) {
+                    Ok(()) => {}
+                    // Removed since (by an operator): nothing left to make durable; its
+                    // pin fetches it again when asked for.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(StoreError::io("sync", file)(e)),
+                }
+                if let Some(dir) = file.parent() {
+                    dirs.insert(dir);
+                }
             }
-            Err(e) => tracing::warn!(seq, error = %e, "cannot checkpoint the index"),
+            for dir in dirs {
+                sync_dir(dir)?;
+            }
+            match target {
+                Some((seq, hash)) => self.index.checkpoint(seq, &hash),
+                None => Ok(()),
+            }
+        })();
+        if result.is_err() {
+            let mut cp = self
+                .checkpoint
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            cp.unsynced.extend(files);
+            if cp.pending.is_none() {
+                cp.pending = target;
+            }
         }
+        result
     }
 
     /// Whether `event` may be appended: `Ok(Some(seq))` when it repeats an
     /// existing pin (nothing to write), `Ok(None)` when it is new.
+    /// `carried`: the content comes with a record of this batch, so its file is published
+    /// only after the batch is durable.
     fn check_event(
         &self,
         event: &Event,
         pending: &std::collections::HashMap<String, (ContentHash, u64)>,
+        carried: bool,
     ) -> Result<Option<u64>, StoreError> {
         let coordinate = event.coordinate();
         if coordinate.is_empty() || coordinate.contains('\0') {
             return Err(StoreError::InvalidCoordinate(coordinate.to_owned()));
         }
         let (sha256, size) = event.content();
-        self.check_published(sha256, size)?;
+        if !carried {
+            self.check_published(sha256, size)?;
+        }
         let Event::Pin(pin) = event else {
             return Ok(None);
         };
@@ -689,9 +822,8 @@ impl Store {
 
     /// Syncs the journal and checkpoints and flushes the index. Call on shutdown.
     pub fn flush(&self) -> Result<(), StoreError> {
-        let journal = self.lock_journal()?;
-        journal.sync()?;
-        self.applied(None, true);
+        self.lock_journal()?.sync()?;
+        self.checkpoint()?;
         self.index.flush()
     }
 
@@ -718,10 +850,13 @@ impl Store {
             return Ok(());
         }
         let (applied, _) = self.index.applied()?;
-        let (replayed, last) = replay(&self.journal_path(), &self.index, applied)?;
-        tracing::info!(replayed, "index caught up with the journal");
+        let replayed = replay(&self.data_dir, &self.journal_path(), &self.index, applied)?;
+        tracing::info!(
+            replayed = replayed.records,
+            "index caught up with the journal"
+        );
         self.index_behind.store(false, Ordering::Release);
-        self.applied(last, true);
+        self.note_applied(replayed.last, replayed.content);
         Ok(())
     }
 
@@ -747,31 +882,63 @@ impl Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
-        self.applied(None, true);
+        if let Err(e) = self.checkpoint() {
+            tracing::warn!(error = %e, "cannot checkpoint the store on close");
+        }
         if let Err(e) = self.index.flush() {
             tracing::warn!(error = %e, "cannot flush the index on close");
         }
     }
 }
 
-/// Applies every journal record after `after_seq` to the index, in order. Returns how many,
-/// and the last one applied (seq, payload hash), for the caller to checkpoint.
+/// What [`replay`] did, for the caller to checkpoint.
+#[derive(Default)]
+struct Replayed {
+    records: u64,
+    /// The last record applied.
+    last: Option<Applied>,
+    /// Content files of records carrying their bytes: checked, repaired if need be, not yet
+    /// synced.
+    content: Vec<PathBuf>,
+}
+
+/// Applies every journal record after `after_seq` to the index, in order. A record carrying
+/// its object's bytes has them checked against its content file first, and the file
+/// rewritten from the record if a crash left it missing or damaged: after the last
+/// checkpoint nothing says the file reached the disk.
 fn replay(
+    data_dir: &Path,
     journal_path: &Path,
     index: &Index,
     after_seq: u64,
-) -> Result<(u64, Option<Applied>), StoreError> {
-    let mut replayed = 0;
-    let mut last = None;
+) -> Result<Replayed, StoreError> {
+    let mut replayed = Replayed::default();
     journal::for_each_record(journal_path, |record, hash| {
         if record.seq > after_seq {
+            if let Some(bytes) = record.data()? {
+                replayed
+                    .content
+                    .push(cas::repair_carried(data_dir, &record, &bytes)?);
+            }
             index.apply(record.seq, record.time_ms, record.event)?;
-            replayed += 1;
-            last = Some((record.seq, *hash));
+            replayed.records += 1;
+            replayed.last = Some((record.seq, *hash));
         }
         Ok(())
     })?;
-    Ok((replayed, last))
+    Ok(replayed)
+}
+
+/// Checks that carried bytes are the content the event names.
+fn check_carried(event: &Event, bytes: &[u8]) -> Result<(), StoreError> {
+    let (sha256, size) = event.content();
+    if bytes.len() as u64 != size || ContentHash::of(bytes) != *sha256 {
+        return Err(StoreError::DataMismatch {
+            sha256: *sha256,
+            size,
+        });
+    }
+    Ok(())
 }
 
 fn check_format(data_dir: &Path) -> Result<(), StoreError> {

@@ -216,6 +216,98 @@ fn index_position_is_written_at_a_checkpoint_and_a_reopen_replays_what_came_afte
     assert_eq!(store.index.applied().unwrap().0, 6);
 }
 
+/// A temp file holding `bytes`, neither synced nor published, as a fill leaves it.
+fn unsynced_temp(store: &Store, bytes: &[u8]) -> PathBuf {
+    let (path, mut file) = store.temp_file().unwrap();
+    file.write_all(bytes).unwrap();
+    path
+}
+
+fn carried_pin(store: &Store, coordinate: &str, bytes: &[u8], time: SystemTime) -> Entry {
+    let sha256 = ContentHash::of(bytes);
+    Entry {
+        event: Event::Pin(Pin {
+            coordinate: coordinate.to_owned(),
+            sha256,
+            size: bytes.len() as u64,
+            media_type: None,
+            upstream: "central".to_owned(),
+            digests: BTreeMap::new(),
+            verified: Verified::Digest,
+        }),
+        time,
+        carried: Some(Carried {
+            bytes: bytes::Bytes::copy_from_slice(bytes),
+            temp: unsynced_temp(store, bytes),
+        }),
+    }
+}
+
+#[test]
+fn a_small_object_rides_in_its_record_and_a_crash_is_repaired_from_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.flush().unwrap();
+    let checkpointed = store.index.applied().unwrap();
+    let pom = b"<project>a pom</project>";
+    let jar = b"PK\x03\x04 a small jar";
+    let results = store.record_groups(vec![
+        vec![carried_pin(&store, "maven:g:a:1:pom", pom, t(1))],
+        vec![carried_pin(&store, "maven:g:a:1:jar", jar, t(1))],
+        // The same bytes again under another coordinate, in the same batch.
+        vec![carried_pin(&store, "maven:g:b:1:pom", pom, t(1))],
+    ]);
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let pom_hash = ContentHash::of(pom);
+    let jar_hash = ContentHash::of(jar);
+    assert!(store.verify_content(&pom_hash).unwrap());
+    assert!(store.verify_content(&jar_hash).unwrap());
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+        0
+    );
+    let records = read_records(&store.journal_path()).unwrap();
+    assert_eq!(records[0].data().unwrap().unwrap(), pom);
+    assert_eq!(records[1].data().unwrap().unwrap(), jar);
+    let after = snapshot(&store);
+
+    // A crash before the next checkpoint: the position is still the old one, one content
+    // file never reached the disk and the other holds garbage of the right length. (The
+    // checkpoint runs first only so that closing the store has nothing left to write.)
+    store.checkpoint().unwrap();
+    store
+        .index
+        .set_applied(checkpointed.0, checkpointed.1.as_ref())
+        .unwrap();
+    std::fs::remove_file(store.content_path(&pom_hash)).unwrap();
+    std::fs::write(store.content_path(&jar_hash), vec![0u8; jar.len()]).unwrap();
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.opened.replayed, 3);
+    assert!(store.verify_content(&pom_hash).unwrap());
+    assert!(store.verify_content(&jar_hash).unwrap());
+    assert_eq!(snapshot(&store), after);
+    assert_eq!(store.index.applied().unwrap().0, 3);
+}
+
+#[test]
+fn carried_bytes_that_are_not_the_pinned_content_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut entry = carried_pin(&store, "maven:g:a:1:pom", b"the real pom", t(1));
+    let temp = entry.carried.as_ref().unwrap().temp.clone();
+    entry.carried.as_mut().unwrap().bytes = bytes::Bytes::from_static(b"not the real pom");
+    let results = store.record_groups(vec![vec![entry]]);
+    assert!(
+        matches!(results[0], Err(StoreError::DataMismatch { .. })),
+        "{results:?}"
+    );
+    assert!(store.pin("maven:g:a:1:pom").unwrap().is_none());
+    assert!(read_records(&store.journal_path()).unwrap().is_empty());
+    // The temp file is the caller's to discard, as after any failed record.
+    assert!(temp.exists());
+}
+
 #[test]
 fn store_is_send_and_sync() {
     fn check<T: Send + Sync>() {}
@@ -837,13 +929,13 @@ fn record_groups_share_one_sync_and_keep_each_groups_semantics() {
     let tag = resolve_event(&store, "oci:x/b:latest", b"b-bytes");
     let c = pin_event(&store, "oci:x/c@1", b"c-bytes");
     let results = store.record_groups(vec![
-        vec![(a.clone(), t(1))],
+        vec![Entry::new(a.clone(), t(1))],
         // Conflicts with a pin appended earlier in the same batch (not yet in the index):
         // refused, and the rest of this group is not recorded.
-        vec![(a_other, t(2)), (c, t(2))],
-        vec![(b, t(3)), (tag, t(3))],
+        vec![Entry::new(a_other, t(2)), Entry::new(c, t(2))],
+        vec![Entry::new(b, t(3)), Entry::new(tag, t(3))],
         // Repeating a pin of this batch is a no-op that returns its seq.
-        vec![(a, t(4))],
+        vec![Entry::new(a, t(4))],
     ]);
     assert_eq!(results[0].as_ref().unwrap(), &vec![1]);
     assert!(
