@@ -70,4 +70,12 @@ jq -rs '[.[] | select(.workload == "mvn-dependency-get" and .ok == true)]
   | group_by([.peer, .phase])[]
   | (map(.seconds) | sort) as $s
   | "\(.[0].peer) \(.[0].phase): median \($s[($s | length) / 2 | floor]) s of \($s | map(tostring) | join(", "))"' "$RESULTS" || true
+# Same-round ratios: the machine's noise moves both peers of a round together.
+jq -rs '[.[] | select(.workload == "mvn-dependency-get" and .ok == true)] as $r
+  | ("cold", "warm") as $ph
+  | [$r[] | select(.peer == "pinproxy" and .phase == $ph) | .seconds] as $p
+  | [$r[] | select(.peer == "nginx-maven-cache" and .phase == $ph) | .seconds] as $n
+  | [range(0; [($p | length), ($n | length)] | min) | ($p[.] / $n[.] * 100 | round / 100)] as $q
+  | select($q | length > 0)
+  | "pinproxy / nginx-maven-cache \($ph), same round: \($q | map(tostring) | join(" ")) (median \($q | sort | .[length / 2 | floor]))"' "$RESULTS" || true
 echo "results: $RESULTS"
