@@ -6,9 +6,11 @@
 //! u32 LE payload length | u32 LE crc32(payload) | payload
 //! ```
 //!
-//! where the payload is the compact JSON of a [`Record`]. Each record carries
-//! the sha256 of the previous record's payload bytes (`prev`), so editing any
-//! record but the last breaks the chain at the record after it.
+//! where the payload is the compact JSON of a [`Record`], followed, when the
+//! record carries a small object's bytes (`carried: <length>`), by exactly
+//! those raw bytes. Each record carries the sha256 of the previous record's
+//! payload bytes (`prev`), so editing any record but the last (or the bytes it
+//! carries) breaks the chain at the record after it.
 //!
 //! A crash can leave a torn last record; it is cut off at open (and saved to
 //! `journal.torn-<nanos>` for inspection). Damage anywhere else is corruption
@@ -42,28 +44,39 @@ pub struct Record {
     /// first record).
     pub prev: String,
     pub event: Event,
-    /// A small object's bytes (base64), carried by the record that pins them: one sync makes
-    /// the pin and the bytes durable together, and the content file is synced later, at an
-    /// index checkpoint (see `Store::record_groups`).
+    /// The length of the small object's bytes this record carries after its JSON: one sync
+    /// makes the pin and the bytes durable together, and the content file is synced later,
+    /// at a checkpoint (see `Store::record_groups`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data: Option<String>,
+    pub carried: Option<u64>,
+    /// Those bytes.
+    #[serde(skip)]
+    pub data: Option<Vec<u8>>,
 }
 
 impl Record {
-    /// The bytes carried by the record, if any.
-    pub fn data(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        use base64::Engine as _;
-        self.data
-            .as_deref()
-            .map(|d| {
-                base64::engine::general_purpose::STANDARD
-                    .decode(d)
-                    .map_err(|e| StoreError::RecordData {
-                        seq: self.seq,
-                        reason: format!("its data is not base64: {e}"),
-                    })
-            })
-            .transpose()
+    /// Decodes a payload: the JSON, then exactly `carried` bytes, if any.
+    fn decode(payload: &[u8]) -> Result<Self, String> {
+        let mut values = serde_json::Deserializer::from_slice(payload).into_iter::<Self>();
+        let mut record = match values.next() {
+            Some(Ok(record)) => record,
+            Some(Err(e)) => return Err(format!("undecodable record: {e}")),
+            None => return Err("empty record".to_owned()),
+        };
+        let tail = &payload[values.byte_offset()..];
+        match record.carried {
+            Some(n) if n == tail.len() as u64 => record.data = Some(tail.to_vec()),
+            None if tail.is_empty() => {}
+            _ => {
+                return Err(format!(
+                    "record {} says it carries {:?} bytes, {} follow its JSON",
+                    record.seq,
+                    record.carried,
+                    tail.len()
+                ));
+            }
+        }
+        Ok(record)
     }
 }
 
@@ -197,7 +210,6 @@ impl Journal {
         event: &Event,
         data: Option<&[u8]>,
     ) -> Result<(u64, [u8; 32]), StoreError> {
-        use base64::Engine as _;
         if self.poisoned {
             return Err(StoreError::JournalPoisoned);
         }
@@ -208,17 +220,18 @@ impl Journal {
             prev: String,
             event: &'a Event,
             #[serde(skip_serializing_if = "Option::is_none")]
-            data: Option<String>,
+            carried: Option<u64>,
         }
         let seq = self.last_seq + 1;
-        let payload = serde_json::to_vec(&RecordRef {
+        let mut payload = serde_json::to_vec(&RecordRef {
             seq,
             time_ms,
             prev: hex::encode(self.last_hash),
             event,
-            data: data.map(|d| base64::engine::general_purpose::STANDARD.encode(d)),
+            carried: data.map(|d| d.len() as u64),
         })
         .map_err(StoreError::Encode)?;
+        payload.extend_from_slice(data.unwrap_or_default());
         let payload_len = u32::try_from(payload.len())
             .ok()
             .filter(|&n| n <= MAX_PAYLOAD)
@@ -350,8 +363,8 @@ pub fn verify_journal(path: &Path) -> Result<JournalReport, StoreError> {
                     // check on the next record is relative to this one.
                     Some((next, payload)) => {
                         scanner.last_hash = Sha256::digest(&payload).into();
-                        scanner.last_seq = serde_json::from_slice::<Record>(&payload)
-                            .map_or(scanner.last_seq + 1, |record| record.seq);
+                        scanner.last_seq =
+                            Record::decode(&payload).map_or(scanner.last_seq + 1, |r| r.seq);
                         scanner.seek(next)?;
                     }
                     None => {
@@ -570,11 +583,11 @@ impl Scanner {
         let expected_prev = hex::encode(self.last_hash);
         self.last_hash = hash;
         self.valid_len = self.pos;
-        let record = match serde_json::from_slice::<Record>(payload) {
+        let record = match Record::decode(payload) {
             Ok(record) => record,
             Err(e) => {
                 self.last_seq = expected_seq;
-                return Err(format!("undecodable record: {e}"));
+                return Err(e);
             }
         };
         self.last_seq = record.seq;

@@ -267,8 +267,9 @@ fn a_small_object_rides_in_its_record_and_a_crash_is_repaired_from_it() {
         0
     );
     let records = read_records(&store.journal_path()).unwrap();
-    assert_eq!(records[0].data().unwrap().unwrap(), pom);
-    assert_eq!(records[1].data().unwrap().unwrap(), jar);
+    assert_eq!(records[0].data.as_deref(), Some(&pom[..]));
+    assert_eq!(records[1].data.as_deref(), Some(&jar[..]));
+    assert_eq!(records[1].carried, Some(jar.len() as u64));
     let after = snapshot(&store);
 
     // A crash before the next checkpoint: the position is still the old one, one content
@@ -288,6 +289,49 @@ fn a_small_object_rides_in_its_record_and_a_crash_is_repaired_from_it() {
     assert!(store.verify_content(&jar_hash).unwrap());
     assert_eq!(snapshot(&store), after);
     assert_eq!(store.index.applied().unwrap().0, 3);
+}
+
+#[test]
+fn a_record_whose_carried_length_disagrees_with_its_tail_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.record_groups(vec![vec![carried_pin(
+        &store,
+        "maven:g:a:1:pom",
+        b"a pom",
+        t(1),
+    )]]);
+    let path = store.journal_path();
+    drop(store);
+    // A checksummed frame whose JSON promises 5 carried bytes but holds 3: not a torn
+    // append, a record that was written wrong.
+    let prev = hex::encode(verify_journal(&path).unwrap().last_hash);
+    let mut payload = format!(
+        r#"{{"seq":2,"time_ms":0,"prev":"{prev}","event":{{"type":"pin","coordinate":"maven:g:b:1:pom","sha256":"{}","size":5,"media_type":null,"upstream":"central","digests":{{}},"verified":"digest"}},"carried":5}}"#,
+        ContentHash::of(b"b pom")
+    )
+    .into_bytes();
+    payload.extend_from_slice(b"b p");
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    frame.extend_from_slice(&payload);
+    OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(&frame)
+        .unwrap();
+    let report = verify_journal(&path).unwrap();
+    assert_eq!(report.problems.len(), 1, "{report:?}");
+    assert!(
+        report.problems[0].contains("carries Some(5) bytes, 3 follow"),
+        "{report:?}"
+    );
+    assert!(matches!(
+        Store::open(dir.path()),
+        Err(StoreError::JournalCorrupt { .. })
+    ));
 }
 
 #[test]
