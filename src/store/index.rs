@@ -15,6 +15,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
+use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -26,6 +27,9 @@ const APPLIED_SEQ: &[u8] = b"applied_seq";
 const APPLIED_HASH: &[u8] = b"applied_hash";
 /// sled's default is 1 GiB; the index is small and the page cache helps.
 const CACHE_BYTES: u64 = 64 << 20;
+/// How long `Index::open` waits for a held lock, and how often it tries.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+const LOCK_RETRY: Duration = Duration::from_millis(20);
 
 pub(crate) enum IndexOpenError {
     /// Another process has the index open.
@@ -104,9 +108,25 @@ fn history_prefix(coordinate: &str) -> Vec<u8> {
 impl Index {
     pub(crate) fn open(dir: &Path) -> Result<Self, IndexOpenError> {
         let config = sled::Config::new().path(dir).cache_capacity(CACHE_BYTES);
-        // sled 0.34 can panic rather than return an error on a damaged
-        // database; either way the index is rebuildable.
-        let db = match catch_unwind(AssertUnwindSafe(|| config.open())) {
+        // sled finishes some log writes on its own background threads, which keep the
+        // database's lock file open a moment after the last handle is dropped: a reopen
+        // in the same process (tests, tools) can find it still locked. So a lock is
+        // waited for briefly before it is reported as another process holding the store.
+        let mut waited = Duration::ZERO;
+        let opened = loop {
+            // sled 0.34 can panic rather than return an error on a damaged
+            // database; either way the index is rebuildable.
+            match catch_unwind(AssertUnwindSafe(|| config.open())) {
+                Ok(Err(sled::Error::Io(e)))
+                    if e.to_string().contains("could not acquire lock") && waited < LOCK_WAIT =>
+                {
+                    std::thread::sleep(LOCK_RETRY);
+                    waited += LOCK_RETRY;
+                }
+                other => break other,
+            }
+        };
+        let db = match opened {
             Ok(Ok(db)) => db,
             Ok(Err(sled::Error::Io(e))) if e.to_string().contains("could not acquire lock") => {
                 return Err(IndexOpenError::Locked);
