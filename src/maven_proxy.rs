@@ -28,7 +28,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, hea
 use maven::{ChecksumAlgorithm, Kind, MetadataLevel, RepoPath};
 use sha1::Sha1;
 use sha2::{Digest as _, Sha256, Sha512};
-use tracing::{Span, warn};
+use tracing::warn;
 
 use crate::body::{self, Body};
 use crate::config::{MavenConfig, MavenUpstreamConfig, MissingChecksum};
@@ -128,19 +128,7 @@ impl Member {
         if let Some(c) = &self.cfg.credentials {
             req = req.basic_auth(&c.username, Some(&c.password));
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| upstream::transport_error(self.name(), &e))?;
-        Span::current().record("upstream_status", resp.status().as_u16());
-        metrics.inc(
-            "pinproxy_upstream_requests_total",
-            &[
-                ("upstream", self.name()),
-                ("status", resp.status().as_str()),
-            ],
-        );
-        Ok(resp)
+        upstream::send(self.name(), req, metrics).await
     }
 }
 

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Uri, header};
 use sha2::{Digest as _, Sha256};
-use tracing::{Span, warn};
+use tracing::warn;
 
 use crate::body::{self, Body};
 use crate::config::{NpmConfig, NpmUpstreamConfig};
@@ -104,19 +104,7 @@ impl NpmUpstream {
                 req = req.bearer_auth(t);
             }
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| upstream::transport_error(self.name(), &e))?;
-        Span::current().record("upstream_status", resp.status().as_u16());
-        metrics.inc(
-            "pinproxy_upstream_requests_total",
-            &[
-                ("upstream", self.name()),
-                ("status", resp.status().as_str()),
-            ],
-        );
-        Ok(resp)
+        upstream::send(self.name(), req, metrics).await
     }
 }
 

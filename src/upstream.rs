@@ -78,6 +78,23 @@ fn client_builder(http: &HttpConfig) -> Result<reqwest::ClientBuilder, String> {
     Ok(b)
 }
 
+/// Sends a request to the upstream `name`: a transport failure becomes the engine's error,
+/// and every response is counted in `pinproxy_upstream_requests_total` and recorded on the
+/// request's span.
+pub async fn send(
+    name: &str,
+    req: reqwest::RequestBuilder,
+    metrics: &Metrics,
+) -> Result<reqwest::Response, Error> {
+    let resp = req.send().await.map_err(|e| transport_error(name, &e))?;
+    tracing::Span::current().record("upstream_status", resp.status().as_u16());
+    metrics.inc(
+        "pinproxy_upstream_requests_total",
+        &[("upstream", name), ("status", resp.status().as_str())],
+    );
+    Ok(resp)
+}
+
 /// Maps a transport failure to the engine's error.
 pub fn transport_error(upstream: &str, e: &reqwest::Error) -> Error {
     let kind = if e.is_timeout() {
@@ -174,18 +191,7 @@ impl OciUpstream {
                     req = req.basic_auth(&c.username, Some(&c.password));
                 }
             }
-            let resp = req
-                .send()
-                .await
-                .map_err(|e| transport_error(self.name(), &e))?;
-            tracing::Span::current().record("upstream_status", resp.status().as_u16());
-            metrics.inc(
-                "pinproxy_upstream_requests_total",
-                &[
-                    ("upstream", self.name()),
-                    ("status", resp.status().as_str()),
-                ],
-            );
+            let resp = send(self.name(), req, metrics).await?;
             if resp.status() != StatusCode::UNAUTHORIZED {
                 return Ok(resp);
             }
@@ -268,15 +274,8 @@ impl OciUpstream {
         if let Some(Credentials { username, password }) = &self.cfg.credentials {
             req = req.basic_auth(username, Some(password));
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| transport_error(self.name(), &e))?;
+        let resp = send(self.name(), req, metrics).await?;
         let status = resp.status();
-        metrics.inc(
-            "pinproxy_upstream_requests_total",
-            &[("upstream", self.name()), ("status", status.as_str())],
-        );
         debug!(upstream = self.name(), %status, scope, "token request");
         if status == StatusCode::TOO_MANY_REQUESTS {
             return Err(Error::upstream(

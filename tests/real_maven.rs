@@ -21,17 +21,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use sha1::Sha1;
 use sha2::{Digest as _, Sha256};
-use tokio::io::AsyncReadExt as _;
 use tokio::process::Command;
 
 use crate::support::proxy::Proxy;
 use crate::support::static_repo::{StaticRepo, debian_maven_repo};
-use crate::support::{REAL_CLIENTS, have_tool};
+use crate::support::{REAL_CLIENTS, client, have_tool};
 
 /// Every mvn command runs under this limit.
 const MVN_TIMEOUT: Duration = Duration::from_secs(300);
@@ -54,60 +52,9 @@ const CHECKSUM_TROUBLE: &[&str] = &[
 // ---------------------------------------------------------------------------------------
 // running mvn
 
-/// A finished command's output (stdout then stderr) and how long it took.
-struct Ran {
-    output: String,
-    took: Duration,
-}
-
-/// Runs `cmd` under `timeout`; panics (with its command line, status and output) if it
-/// cannot start, fails or times out (then it is killed, by its own id).
-async fn run(what: &str, cmd: &mut Command, timeout: Duration) -> Ran {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let line = format!("{:?}", cmd.as_std());
-    let started = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("{what}: cannot run {line}: {e}"));
-    let mut so = child.stdout.take().expect("stdout");
-    let mut se = child.stderr.take().expect("stderr");
-    let out = tokio::spawn(async move {
-        let mut b = Vec::new();
-        let _ = so.read_to_end(&mut b).await;
-        b
-    });
-    let err = tokio::spawn(async move {
-        let mut b = Vec::new();
-        let _ = se.read_to_end(&mut b).await;
-        b
-    });
-    let status = match tokio::time::timeout(timeout, child.wait()).await {
-        Ok(s) => Some(s.unwrap_or_else(|e| panic!("{what}: waiting for {line}: {e}"))),
-        Err(_) => {
-            let _ = child.kill().await;
-            None
-        }
-    };
-    let took = started.elapsed();
-    // A forked JVM (surefire's) may hold the pipes open: collect what there is, briefly.
-    let collect = |t: tokio::task::JoinHandle<Vec<u8>>| async move {
-        match tokio::time::timeout(Duration::from_secs(5), t).await {
-            Ok(Ok(b)) => String::from_utf8_lossy(&b).into_owned(),
-            _ => "(not collected)".to_owned(),
-        }
-    };
-    let (stdout, stderr) = (collect(out).await, collect(err).await);
-    let output = format!("{stdout}{stderr}");
-    match status {
-        None => panic!("{what}: timed out after {timeout:?}: {line}\n{output}"),
-        Some(s) if !s.success() => panic!("{what}: {s}: {line}\n{output}"),
-        Some(_) => {}
-    }
-    eprintln!("TIMING {what}: {took:.2?}");
-    Ran { output, took }
+/// Runs `cmd` under `timeout`, panicking with its output if it fails.
+async fn run(what: &str, cmd: &mut Command, timeout: Duration) -> client::Ran {
+    client::run(what, cmd, timeout, str::to_owned).await
 }
 
 // ---------------------------------------------------------------------------------------
@@ -505,7 +452,7 @@ async fn setup() -> Option<(StaticRepo, Proxy)> {
 struct Outcome {
     files: BTreeMap<String, String>,
     downloads: BTreeSet<String>,
-    ran: Ran,
+    ran: client::Ran,
 }
 
 /// Runs mvn with `args` (plus `-C`, strict checksums, if `strict`) in the sandbox with a
@@ -521,12 +468,12 @@ async fn resolve(sb: &Sandbox, mirror: &str, name: &str, args: &[&str], strict: 
     let what = format!("mvn {} ({name})", args.join(" "));
     let ran = run(&what, &mut sb.mvn(&local, &all), MVN_TIMEOUT).await;
     assert!(
-        ran.output.contains("BUILD SUCCESS"),
+        ran.output().contains("BUILD SUCCESS"),
         "{what}:\n{}",
-        ran.output
+        ran.output()
     );
-    assert_no_checksum_warnings(&ran.output, &what);
-    let downloads = downloads(&ran.output, mirror, &what);
+    assert_no_checksum_warnings(&ran.output(), &what);
+    let downloads = downloads(&ran.output(), mirror, &what);
     let files = resolved(&local);
     Outcome {
         files,
@@ -557,7 +504,7 @@ async fn cold_then_upstream_stopped(
     assert!(
         !cold.downloads.is_empty(),
         "{what}: Maven downloaded nothing:\n{}",
-        cold.ran.output
+        cold.ran.output()
     );
     assert_upstream_bytes(&cold.files, upstream.root(), &what);
     assert_each_upstream_path_fetched_once(&upstream, &what);

@@ -19,17 +19,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
-use tokio::io::AsyncReadExt as _;
 use tokio::process::Command;
 
 use crate::support::fake_npm::{FakeNpm, Universe, universe};
 use crate::support::proxy::Proxy;
-use crate::support::{REAL_CLIENTS, have_tool};
+use crate::support::{REAL_CLIENTS, client, have_tool};
 
 /// Every client command runs under this limit (the ignored test's under [`REAL_TIMEOUT`]).
 const CMD_TIMEOUT: Duration = Duration::from_secs(180);
@@ -89,60 +87,9 @@ fn init_tracing() {
 // ---------------------------------------------------------------------------------------
 // running client commands
 
-/// A finished command's output, as text.
-struct Ran {
-    stdout: String,
-    took: Duration,
-}
-
-/// Runs `cmd` under `timeout`; panics (with its command line, status, stdout and stderr) if it
-/// cannot start, fails or times out (then it is killed, by its own id).
-async fn run(what: &str, cmd: &mut Command, timeout: Duration) -> Ran {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let line = redact(&format!("{:?}", cmd.as_std()));
-    let started = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("{what}: cannot run {line}: {e}"));
-    let mut so = child.stdout.take().expect("stdout");
-    let mut se = child.stderr.take().expect("stderr");
-    let out = tokio::spawn(async move {
-        let mut b = Vec::new();
-        let _ = so.read_to_end(&mut b).await;
-        b
-    });
-    let err = tokio::spawn(async move {
-        let mut b = Vec::new();
-        let _ = se.read_to_end(&mut b).await;
-        b
-    });
-    let status = match tokio::time::timeout(timeout, child.wait()).await {
-        Ok(s) => Some(s.unwrap_or_else(|e| panic!("{what}: waiting for {line}: {e}"))),
-        Err(_) => {
-            let _ = child.kill().await;
-            None
-        }
-    };
-    let took = started.elapsed();
-    // A grandchild may hold the pipes open: collect what there is, briefly.
-    let collect = |t: tokio::task::JoinHandle<Vec<u8>>| async move {
-        match tokio::time::timeout(Duration::from_secs(5), t).await {
-            Ok(Ok(b)) => redact(&String::from_utf8_lossy(&b)),
-            _ => "(not collected)".to_owned(),
-        }
-    };
-    let (stdout, stderr) = (collect(out).await, collect(err).await);
-    let show = || format!("--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}");
-    match status {
-        None => panic!("{what}: timed out after {timeout:?}: {line}\n{}", show()),
-        Some(s) if !s.success() => panic!("{what}: {s}: {line}\n{}", show()),
-        Some(_) => {}
-    }
-    eprintln!("TIMING {what}: {took:.2?}");
-    Ran { stdout, took }
+/// Runs `cmd` under `timeout`, panicking with its (redacted) output if it fails.
+async fn run(what: &str, cmd: &mut Command, timeout: Duration) -> client::Ran {
+    client::run(what, cmd, timeout, redact).await
 }
 
 // ---------------------------------------------------------------------------------------
@@ -661,7 +608,7 @@ async fn install(
     berry: Option<&Path>,
     phase: &str,
     frozen: bool,
-) -> Ran {
+) -> client::Ran {
     let what = format!("{client:?} install ({phase})");
     let mut c = match client {
         Client::Pnpm => {

@@ -30,7 +30,7 @@ use sha2::{Digest as _, Sha256, Sha512};
 use tokio::net::TcpListener;
 
 use super::body_faults::{self, BodyFault, Pause};
-use super::http_server::{self, ServerHandle, bind, lock};
+use super::http_server::{self, Listening, ServerHandle, bind, lock};
 
 /// Size of body frames for streamed content.
 const CHUNK: usize = 64 * 1024;
@@ -595,8 +595,7 @@ struct Inner {
 
 pub(crate) struct FakeMaven {
     inner: Arc<Inner>,
-    addr: SocketAddr,
-    server: Mutex<Option<ServerHandle>>,
+    listening: Listening,
 }
 
 impl Drop for FakeMaven {
@@ -636,28 +635,25 @@ impl FakeMaven {
             bytes_sent: Arc::new(AtomicU64::new(0)),
             pause: Arc::default(),
         });
-        let server = spawn_server(listener, Arc::clone(&inner));
-        Self {
-            inner,
-            addr,
-            server: Mutex::new(Some(server)),
-        }
+        let served = Arc::clone(&inner);
+        let listening = Listening::serve("fake_maven", listener, move |l| {
+            spawn_server(l, Arc::clone(&served))
+        });
+        Self { inner, listening }
     }
 
     /// Close the listener and abort all live connections. Content and counters survive.
     pub(crate) fn stop(&self) {
-        drop(lock(&self.server).take());
+        self.listening.stop();
     }
 
     /// Listen again on the same address after [`Self::stop`], keeping content and counters.
     pub(crate) async fn restart(&self) {
-        self.stop();
-        let listener = bind("fake_maven", self.addr).await;
-        *lock(&self.server) = Some(spawn_server(listener, Arc::clone(&self.inner)));
+        self.listening.restart().await;
     }
 
     pub(crate) fn addr(&self) -> SocketAddr {
-        self.addr
+        self.listening.addr()
     }
 
     /// Repository base URL `http://127.0.0.1:PORT/` (with the trailing slash).

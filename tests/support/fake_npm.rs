@@ -29,7 +29,7 @@ use sha2::{Digest as _, Sha256, Sha512};
 use tokio::net::TcpListener;
 
 use super::body_faults::{self, BodyFault, Pause};
-use super::http_server::{self, ServerHandle, bind, lock};
+use super::http_server::{self, Listening, ServerHandle, bind, lock};
 
 /// Media type of the abbreviated packument.
 pub(crate) const CORGI: &str = "application/vnd.npm.install-v1+json";
@@ -723,8 +723,7 @@ struct Inner {
 
 pub(crate) struct FakeNpm {
     inner: Arc<Inner>,
-    addr: SocketAddr,
-    server: Mutex<Option<ServerHandle>>,
+    listening: Listening,
 }
 
 impl Drop for FakeNpm {
@@ -762,28 +761,25 @@ impl FakeNpm {
             bytes_sent: Arc::new(AtomicU64::new(0)),
             pause: Arc::default(),
         });
-        let server = spawn_server(listener, Arc::clone(&inner));
-        Self {
-            inner,
-            addr,
-            server: Mutex::new(Some(server)),
-        }
+        let served = Arc::clone(&inner);
+        let listening = Listening::serve("fake_npm", listener, move |l| {
+            spawn_server(l, Arc::clone(&served))
+        });
+        Self { inner, listening }
     }
 
     /// Close the listener and abort all live connections. Content and counters survive.
     pub(crate) fn stop(&self) {
-        drop(lock(&self.server).take());
+        self.listening.stop();
     }
 
     /// Listen again on the same address after [`Self::stop`], keeping content and counters.
     pub(crate) async fn restart(&self) {
-        self.stop();
-        let listener = bind("fake_npm", self.addr).await;
-        *lock(&self.server) = Some(spawn_server(listener, Arc::clone(&self.inner)));
+        self.listening.restart().await;
     }
 
     pub(crate) fn addr(&self) -> SocketAddr {
-        self.addr
+        self.listening.addr()
     }
 
     /// Registry base URL `http://127.0.0.1:PORT/` (with the trailing slash).

@@ -27,7 +27,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::net::TcpListener;
 
 use super::body_faults::{self, BodyFault, Pause};
-use super::http_server::{self, ServerHandle, bind, lock};
+use super::http_server::{self, Listening, ServerHandle, bind, lock};
 
 pub(crate) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub(crate) const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -190,8 +190,7 @@ enum Role {
 
 pub(crate) struct FakeOci {
     inner: Arc<Inner>,
-    addr: SocketAddr,
-    registry: Mutex<Option<ServerHandle>>,
+    registry: Listening,
     /// 127.0.0.1 and (if available) [::1] listeners of the redirect target.
     storage: Mutex<Vec<ServerHandle>>,
 }
@@ -228,30 +227,27 @@ impl FakeOci {
             bytes_sent: Arc::new(AtomicU64::new(0)),
             pause: Arc::default(),
         });
-        let server = spawn_server(listener, Arc::clone(&inner), Role::Registry);
+        let served = Arc::clone(&inner);
+        let registry = Listening::serve("fake_oci", listener, move |l| {
+            spawn_server(l, Arc::clone(&served), Role::Registry)
+        });
         Self {
             inner,
-            addr,
-            registry: Mutex::new(Some(server)),
+            registry,
             storage: Mutex::new(Vec::new()),
         }
     }
 
     /// Close the listener(s) and abort all live connections. Content and counters survive.
     pub(crate) fn stop(&self) {
-        drop(lock(&self.registry).take());
+        self.registry.stop();
         lock(&self.storage).clear();
     }
 
     /// Listen again on the same address(es) after [`Self::stop`], keeping content and counters.
     pub(crate) async fn restart(&self) {
         self.stop();
-        let listener = bind("fake_oci", self.addr).await;
-        *lock(&self.registry) = Some(spawn_server(
-            listener,
-            Arc::clone(&self.inner),
-            Role::Registry,
-        ));
+        self.registry.restart().await;
         let storage_port = self.state().storage_port;
         if let Some(port) = storage_port {
             self.start_storage(port).await;
@@ -276,7 +272,7 @@ impl FakeOci {
     }
 
     pub(crate) fn addr(&self) -> SocketAddr {
-        self.addr
+        self.registry.addr()
     }
 
     /// `http://127.0.0.1:PORT`

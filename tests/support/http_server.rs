@@ -51,6 +51,49 @@ impl Drop for ServerHandle {
     }
 }
 
+/// A fake's listening side: one address, served by `serve`, stopped and started again on
+/// the same address while the fake's content and counters live on.
+pub(crate) struct Listening {
+    name: &'static str,
+    addr: SocketAddr,
+    serve: Box<dyn Fn(TcpListener) -> ServerHandle + Send + Sync>,
+    server: Mutex<Option<ServerHandle>>,
+}
+
+impl Listening {
+    /// Starts serving `listener` (bound with [`bind`] under `name`) with `serve`.
+    pub(crate) fn serve(
+        name: &'static str,
+        listener: TcpListener,
+        serve: impl Fn(TcpListener) -> ServerHandle + Send + Sync + 'static,
+    ) -> Self {
+        let addr = listener.local_addr().expect("local_addr");
+        let server = serve(listener);
+        Self {
+            name,
+            addr,
+            serve: Box::new(serve),
+            server: Mutex::new(Some(server)),
+        }
+    }
+
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Closes the listener and aborts every live connection.
+    pub(crate) fn stop(&self) {
+        drop(lock(&self.server).take());
+    }
+
+    /// Listens again on the same address after [`Self::stop`].
+    pub(crate) async fn restart(&self) {
+        self.stop();
+        let listener = bind(self.name, self.addr).await;
+        *lock(&self.server) = Some((self.serve)(listener));
+    }
+}
+
 /// Bind, retrying for a while if the port is still held by a just-stopped instance.
 /// `name` (e.g. `fake_npm`) prefixes the panic message.
 pub(crate) async fn bind(name: &str, addr: SocketAddr) -> TcpListener {

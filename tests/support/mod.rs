@@ -1,4 +1,5 @@
 pub(crate) mod body_faults;
+pub(crate) mod client;
 pub(crate) mod fake_maven;
 pub(crate) mod fake_npm;
 pub(crate) mod fake_oci;
